@@ -1,0 +1,3 @@
+from karma.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,32 @@
+"""What the generic `Trainer` drives: a task owns the model, its batches and its loss step."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from torch import nn
+
+from karma.objectives.base import LossOutput
+
+
+class TrainTask(Protocol):
+    """A trainable task (KARMA's encoder, SASRec, ...).
+
+    `batches(epoch)` must be deterministic given the epoch (the task seeds its own generator with
+    `seed + epoch`), so that resuming can skip to the exact data position.
+    """
+
+    model: nn.Module
+
+    def batches(self, epoch: int) -> Iterator[Any]: ...
+
+    def num_batches(self, epoch: int) -> int: ...
+
+    def loss_step(self, batch: Any, stage: str) -> LossOutput:
+        """Forward + loss for one batch in the named stage ("warmup" or "joint")."""
+        ...
+
+    def validate(self) -> dict[str, float]:
+        """Validation metrics (full-ranking NDCG@10 etc. on the validation split)."""
+        ...
