@@ -1,1 +1,39 @@
-"""karma.eval"""
+"""karma.eval: metrics, chunked full ranking, the evaluation harness and the run registry.
+
+Names are imported lazily so `karma --help` does not pay for torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Retriever": "karma.eval.retriever",
+    "TargetRanks": "karma.eval.metrics",
+    "DEFAULT_KS": "karma.eval.metrics",
+    "hit_rate": "karma.eval.metrics",
+    "ndcg": "karma.eval.metrics",
+    "reciprocal_rank": "karma.eval.metrics",
+    "ranking_metrics": "karma.eval.metrics",
+    "per_user_metrics": "karma.eval.metrics",
+    "ranks_from_scores": "karma.eval.metrics",
+    "rank_targets": "karma.eval.ranking",
+    "top_k_items": "karma.eval.ranking",
+    "EvalResult": "karma.eval.evaluate",
+    "evaluate": "karma.eval.evaluate",
+    "bootstrap_ci": "karma.eval.evaluate",
+    "sampled_auc": "karma.eval.evaluate",
+    "load_retriever": "karma.eval.registry",
+    "write_run_info": "karma.eval.registry",
+    "paired_difference": "karma.eval.experiment",
+    "compare_runs": "karma.eval.experiment",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'karma.eval' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,1 +1,11 @@
-"""karma.model"""
+"""karma.model: the backbone LLM and the continuous-token encoder.
+
+- `karma.model.config`: `BackboneConfig`, `EncoderConfig`, `ModelConfig`;
+- `karma.model.backbone`: `load_backbone(config) -> (causal LM, tokenizer)` for built-in names
+  (tiny, smollm2-135m, gemma3-270m), hub names, local directories and .gguf files (cached as
+  safetensors under $KARMA_CACHE);
+- `karma.model.sequence`: the `[instruction][query] x_1 … x_n [INTEREST]` index layout of a batch;
+- `karma.model.encoder`: `KarmaEncoder` (item tokens, LLM readout, interest and item towers).
+
+Submodules are imported explicitly (they pull in torch and transformers).
+"""

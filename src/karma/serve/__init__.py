@@ -1,1 +1,42 @@
-"""karma.serve"""
+"""karma.serve: export (train-only heads stripped), FAISS item index, HTTP service, `karma recommend`.
+
+Public API (imported lazily, so `karma --help` does not load torch or faiss):
+
+- `write_artifact(encoder, items, item_texts, out, provenance)` / `export_run(run_dir, out)`;
+- `load_artifact(dir, index="flat") -> ServingModel` with `encode`, `search`, `add_items`;
+- `InterestEncoder`, the protocol a model implements to be exported and served;
+- `IndexConfig`, `build_index`, `evaluate_index`;
+- `create_app(model, ServeConfig)`, the FastAPI app; `MicroBatcher`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "write_artifact": "karma.serve.export",
+    "export_run": "karma.serve.export",
+    "load_artifact": "karma.serve.artifact",
+    "save_catalog": "karma.serve.artifact",
+    "ServingModel": "karma.serve.artifact",
+    "Recommendations": "karma.serve.artifact",
+    "UnknownItemsError": "karma.serve.artifact",
+    "InterestEncoder": "karma.serve.protocol",
+    "register_encoder": "karma.serve.protocol",
+    "IndexConfig": "karma.serve.index",
+    "build_index": "karma.serve.index",
+    "evaluate_index": "karma.serve.index",
+    "create_app": "karma.serve.app",
+    "ServeConfig": "karma.serve.app",
+    "MicroBatcher": "karma.serve.batcher",
+    "recommend": "karma.serve.recommend",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'karma.serve' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -30,3 +30,10 @@ class TrainTask(Protocol):
     def validate(self) -> dict[str, float]:
         """Validation metrics (full-ranking NDCG@10 etc. on the validation split)."""
         ...
+
+    # Optional (the Trainer uses it when the task defines it, so it is not part of the Protocol):
+    #     def optimizer_groups(self, base_lr: float) -> list[dict[str, Any]]
+    # AdamW param groups, e.g. [{"params": lora_params, "lr": base_lr},
+    # {"params": head_params, "lr": 10 * base_lr, "weight_decay": 0.0}]. A group without
+    # "weight_decay" gets TrainConfig.weight_decay; without "lr" it gets base_lr. Without the method,
+    # the Trainer puts all trainable parameters in two groups (matrices decayed, 1-D tensors not).

@@ -1,0 +1,101 @@
+"""Configs of the model: which LLM backbone, how it is tuned, and how items become tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+BUILTIN_BACKBONES = ("tiny", "smollm2-135m", "gemma3-270m")
+
+
+@dataclass
+class BackboneConfig:
+    """The decoder-only LLM the interest embedding is read from."""
+
+    name: str = "smollm2-135m"
+    """Built-in name (tiny, smollm2-135m, gemma3-270m), a Hugging Face hub name, a local model
+    directory, or a .gguf file."""
+    num_layers: int = 0
+    """Keep only the first N decoder layers (0 = all); truncation is what makes CPU training fit."""
+    tuning: Literal["lora", "full", "frozen"] = "lora"
+    """How the LLM is trained: LoRA adapters, every weight, or not at all (only the new heads)."""
+    lora_rank: int = 8
+    """LoRA rank r."""
+    lora_alpha: float = 16.0
+    """LoRA scaling alpha (the update is scaled by alpha / r)."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input."""
+    lora_mlp: bool = False
+    """Also put LoRA on the MLP projections (gate, up, down), not only attention q, k, v, o."""
+    freeze_embeddings: bool = True
+    """Freeze the input embedding table, so pooled item-text embeddings can be computed once."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Dtype the backbone weights are loaded in."""
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    """Attention kernel; diagnostics that need attention weights switch to eager themselves."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, ~30% slower)."""
+    tiny_hidden_size: int = 32
+    """Hidden size of the random `tiny` backbone (tests and the debug config)."""
+    tiny_num_layers: int = 2
+    """Decoder layers of the random `tiny` backbone."""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError(
+                "name: give a built-in backbone, a hub name, a directory or a .gguf file"
+            )
+        if self.num_layers < 0:
+            raise ValueError(f"num_layers: must be >= 0 (0 = all), got {self.num_layers}")
+        if self.lora_rank < 1:
+            raise ValueError(f"lora_rank: must be >= 1, got {self.lora_rank}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout: must be in [0, 1), got {self.lora_dropout}")
+        if self.tiny_hidden_size < 8 or self.tiny_hidden_size % 4:
+            raise ValueError(
+                f"tiny_hidden_size: must be a multiple of 4 and >= 8, got {self.tiny_hidden_size}"
+            )
+        if self.tiny_num_layers < 1:
+            raise ValueError(f"tiny_num_layers: must be >= 1, got {self.tiny_num_layers}")
+
+
+@dataclass
+class EncoderConfig:
+    """The continuous-token interface, the readout and the two towers."""
+
+    embedding_dim: int = 128
+    """Size e of the interest and item embeddings used for retrieval."""
+    item_text_tokens: int = 16
+    """Item text is truncated to this many tokens before mean pooling."""
+    item_text_categories: bool = True
+    """Include the item's categories in its text."""
+    features: str | None = None
+    """Name of frozen item features (PreparedDataset.features) concatenated to the pooled text; None = no features."""
+    item_id_embedding: bool = False
+    """Add a learned per-item ID embedding to each item token (the shortcut that causes collapse; ablation only)."""
+    item_tower: Literal["projection", "llm"] = "projection"
+    """Item embedding: W_v applied to the item's continuous token (no LLM), or an LLM pass over its text."""
+    instruction: str = (
+        "Given the items a user interacted with, predict the next item they will like."
+    )
+    """Instruction text at the start of every sequence (empty = none)."""
+    head_lr: float | None = None
+    """Learning rate of the new projections (P_item, W_u, W_v, ...); None = the backbone's learning rate."""
+
+    def __post_init__(self) -> None:
+        if self.embedding_dim < 1:
+            raise ValueError(f"embedding_dim: must be >= 1, got {self.embedding_dim}")
+        if self.item_text_tokens < 1:
+            raise ValueError(f"item_text_tokens: must be >= 1, got {self.item_text_tokens}")
+        if self.head_lr is not None and self.head_lr <= 0:
+            raise ValueError(f"head_lr: must be > 0 (or null), got {self.head_lr}")
+
+
+@dataclass
+class ModelConfig:
+    """Backbone plus encoder."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    """The LLM and how it is tuned."""
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    """Item tokens, readout and retrieval heads."""

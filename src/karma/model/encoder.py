@@ -1,0 +1,256 @@
+"""The KARMA encoder: items as continuous tokens, an LLM pass, and the two retrieval towers.
+
+    x_i = P_item( pool(E_tok(text_i)) [; f_i] ) [+ id_emb(i)]      (d,)   one token per item
+    h   = last-layer hidden state at the readout position           (d,)
+    e_u = normalize(W_u h)                                          (e,)   interest embedding
+    e_i = normalize(W_v x_i)                                        (e,)   item tower (no LLM)
+
+Item texts are tokenized once into a padded (N, L) id matrix; pooling runs through the LLM's own
+input embedding table. When that table is frozen (the default) the pooled (N, d) matrix is computed
+once and kept as a buffer. Sequence layout and readout positions: see `karma.model.sequence`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from karma.model.config import EncoderConfig
+from karma.model.sequence import SequenceLayout, layout_batch
+
+POOL_CHUNK = 1024  # items pooled per chunk when building the cache: bounds the (chunk, L, d) tensor
+QUERY_TOKENS = 32  # a query longer than this is truncated
+
+
+class KarmaEncoder(nn.Module):
+    """History (+ query) -> interest embedding; item -> item embedding. Both (e,) unit vectors."""
+
+    def __init__(
+        self,
+        config: EncoderConfig,
+        backbone: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        item_texts: list[str],
+        features: np.ndarray | None = None,
+        mode: Literal["rec", "search"] = "rec",
+        max_history: int = 50,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.mode = mode
+        self.max_history = max_history
+        self.num_items = len(item_texts)
+        self.hidden_size: int = int(backbone.config.hidden_size)
+        self.embedding_dim = config.embedding_dim
+        d = self.hidden_size
+        self.instruction_ids: list[int] = self._tokenize([config.instruction], 10_000)[0]
+
+        ids, mask = self._item_text_matrix(item_texts)
+        self.register_buffer("item_text_ids", ids, persistent=False)  # (N, L) int64
+        self.register_buffer("item_text_mask", mask, persistent=False)  # (N, L) float
+        feature_dim = 0
+        if features is not None:
+            if features.shape[0] != self.num_items:
+                raise ValueError(
+                    f"features have {features.shape[0]} rows, catalog has {self.num_items}"
+                )
+            feature_dim = int(features.shape[1])
+            self.register_buffer(
+                "item_features", torch.as_tensor(features, dtype=torch.float32), persistent=False
+            )
+        else:
+            self.item_features = None
+
+        self.item_projection = nn.Linear(d + feature_dim, d)  # P_item
+        with torch.no_grad():
+            # Start x_i as the pooled text embedding itself: the item token begins in the LLM's
+            # own token space, so the first steps do not feed it noise.
+            self.item_projection.weight.zero_()
+            self.item_projection.weight[:, :d].copy_(torch.eye(d))
+            if feature_dim:
+                nn.init.normal_(self.item_projection.weight[:, d:], std=0.02)
+            self.item_projection.bias.zero_()
+        self.item_id_embedding = (
+            nn.Embedding(self.num_items, d) if config.item_id_embedding else None
+        )
+        if self.item_id_embedding is not None:
+            nn.init.zeros_(self.item_id_embedding.weight)
+        table = backbone.get_input_embeddings().weight
+        eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        # [INTEREST] exists only in search mode; rec mode reads out at the item positions.
+        self.interest_token = (
+            nn.Parameter(table[eos].detach().float().clone()) if mode == "search" else None
+        )  # (d,)
+        self.user_head = nn.Linear(d, config.embedding_dim)  # W_u
+        self.item_head = nn.Linear(d, config.embedding_dim)  # W_v
+
+        self.embeddings_frozen = not table.requires_grad
+        if self.embeddings_frozen:
+            self.register_buffer(
+                "pooled_item_text", self._pool_text(torch.arange(self.num_items)), persistent=False
+            )
+        else:
+            self.pooled_item_text = None
+
+    # ----- text -----------------------------------------------------------------------------
+
+    def _tokenize(self, texts: list[str], max_tokens: int) -> list[list[int]]:
+        encoded = self.tokenizer(
+            texts, add_special_tokens=False, truncation=True, max_length=max_tokens
+        )
+        return [list(ids) for ids in encoded["input_ids"]]
+
+    def _item_text_matrix(self, item_texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded (N, L) token ids and (N, L) mask of the truncated item texts."""
+        rows = self._tokenize(item_texts, self.config.item_text_tokens)
+        width = max(1, max((len(r) for r in rows), default=1))
+        ids = torch.zeros(len(rows), width, dtype=torch.int64)
+        mask = torch.zeros(len(rows), width, dtype=torch.float32)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.int64)
+            mask[i, : len(row)] = 1.0
+        return ids, mask
+
+    def embed_text_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """(...,) token ids -> (..., d) LLM input embeddings."""
+        return self.backbone.get_input_embeddings()(token_ids)
+
+    def _pool_text(self, item_idx: torch.Tensor) -> torch.Tensor:
+        """(K,) item indices -> (K, d) mean of their text-token input embeddings (float32)."""
+        table = self.backbone.get_input_embeddings()
+        out = []
+        for chunk in item_idx.split(POOL_CHUNK):
+            ids, mask = self.item_text_ids[chunk], self.item_text_mask[chunk]  # (k, L)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.embeddings_frozen):
+                emb = table(ids).float()  # (k, L, d)
+                out.append(
+                    (emb * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+                )
+        return torch.cat(out) if out else torch.zeros(0, self.hidden_size)
+
+    # ----- items ----------------------------------------------------------------------------
+
+    def item_tokens(self, item_idx: torch.Tensor) -> torch.Tensor:
+        """(...,) item indices -> (..., d) continuous item tokens x_i (float32)."""
+        flat = item_idx.reshape(-1)  # (K,)
+        if self.pooled_item_text is not None:
+            pooled = self.pooled_item_text[flat]  # (K, d)
+        else:
+            unique, inverse = flat.unique(return_inverse=True)
+            pooled = self._pool_text(unique)[inverse]  # pool each distinct item once
+        if self.item_features is not None:
+            pooled = torch.cat([pooled, self.item_features[flat]], dim=-1)  # (K, d + f)
+        tokens = self.item_projection(pooled)  # (K, d)
+        if self.item_id_embedding is not None:
+            tokens = tokens + self.item_id_embedding(flat)
+        return tokens.reshape(*item_idx.shape, self.hidden_size)
+
+    def item_embeddings(
+        self, item_idx: torch.Tensor | None = None, batch_size: int = 256
+    ) -> torch.Tensor:
+        """(...,) item indices (None = whole catalog) -> (..., e) unit item embeddings e_i."""
+        if item_idx is None:
+            item_idx = torch.arange(self.num_items, device=self.item_text_ids.device)
+        flat = item_idx.reshape(-1)
+        if self.config.item_tower == "projection":
+            hidden = self.item_tokens(flat)  # (K, d)
+        else:
+            hidden = torch.cat([self._llm_item_hidden(c) for c in flat.split(batch_size)])
+        return F.normalize(self.item_head(hidden), dim=-1).reshape(*item_idx.shape, -1)
+
+    def _llm_item_hidden(self, item_idx: torch.Tensor) -> torch.Tensor:
+        """(K,) -> (K, d): the LLM reads each item's text; read out at its last text token."""
+        ids, mask = self.item_text_ids[item_idx], self.item_text_mask[item_idx].long()  # (K, L)
+        embeds = self.embed_text_tokens(ids)  # (K, L, d)
+        hidden = self.backbone.get_decoder()(
+            inputs_embeds=embeds, attention_mask=mask
+        ).last_hidden_state
+        last = (mask.sum(1) - 1).clamp(min=0)  # (K,)
+        return hidden[torch.arange(len(ids), device=ids.device), last].float()
+
+    # ----- users ----------------------------------------------------------------------------
+
+    def layout(
+        self, histories: list[np.ndarray], queries: list[str | None] | None = None
+    ) -> SequenceLayout:
+        """Index layout for a batch (histories truncated to the last `max_history` items)."""
+        histories = [
+            np.asarray(h, dtype=np.int64)[-self.max_history :] if self.max_history else h
+            for h in histories
+        ]
+        query_ids = None
+        if self.mode == "search" and queries is not None:
+            texts = [f"Query: {q}\n" if q else "" for q in queries]
+            query_ids = self._tokenize(texts, QUERY_TOKENS)
+        layout = layout_batch(
+            self.instruction_ids, query_ids, histories, with_interest=self.mode == "search"
+        )
+        return layout.to(self.item_text_ids.device)
+
+    def inputs_embeds(self, layout: SequenceLayout) -> torch.Tensor:
+        """(B, T) layout -> (B, T, d) inputs_embeds in the backbone's dtype (padding = token 0)."""
+        table = self.backbone.get_input_embeddings()
+        embeds = table(layout.token_ids.clamp(min=0)).float()  # (B, T, d)
+        is_item = layout.item_ids >= 0
+        item_tokens = self.item_tokens(layout.item_ids[is_item]).to(embeds.dtype)  # (K, d)
+        embeds = embeds.masked_scatter(is_item[..., None], item_tokens)
+        if self.interest_token is not None:
+            embeds = torch.where(
+                layout.interest[..., None], self.interest_token.to(embeds.dtype), embeds
+            )
+        return embeds.to(table.weight.dtype)
+
+    def hidden_states(self, layout: SequenceLayout) -> torch.Tensor:
+        """(B, T) layout -> (B, T, d) last-layer hidden states (float32)."""
+        decoder = self.backbone.get_decoder()
+        out = decoder(
+            inputs_embeds=self.inputs_embeds(layout), attention_mask=layout.attention_mask
+        )
+        return out.last_hidden_state.float()
+
+    def interest_embeddings(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., d) readout hidden states -> (..., e) unit interest embeddings e_u."""
+        return F.normalize(self.user_head(hidden), dim=-1)
+
+    def readout(
+        self, layout: SequenceLayout, hidden: torch.Tensor, all_prefixes: bool = False
+    ) -> torch.Tensor:
+        """Readout hidden states: (B, d) at the last position, or (B, n_max, d) at every item position."""
+        if all_prefixes:
+            index = layout.item_positions.clamp(min=0)  # (B, n_max); padded slots read position 0
+            return hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return hidden[rows, layout.readout_positions]  # (B, d)
+
+    @torch.no_grad()
+    def encode_users(
+        self,
+        histories: list[np.ndarray],
+        queries: list[str | None] | None = None,
+        batch_size: int = 64,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """(U, e) interest embeddings, read out where training reads the full prefix."""
+        out = []
+        starts = range(0, len(histories), batch_size)
+        for start in tqdm(starts, desc="users", disable=not progress):
+            chunk_queries = queries[start : start + batch_size] if queries is not None else None
+            layout = self.layout(histories[start : start + batch_size], chunk_queries)
+            out.append(self.interest_embeddings(self.readout(layout, self.hidden_states(layout))))
+        return torch.cat(out) if out else torch.zeros(0, self.embedding_dim)
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The new (non-LLM) trainable parameters: P_item, [INTEREST], W_u, W_v, item-ID table."""
+        modules: list[nn.Module] = [self.item_projection, self.user_head, self.item_head]
+        if self.item_id_embedding is not None:
+            modules.append(self.item_id_embedding)
+        extra = [self.interest_token] if self.interest_token is not None else []
+        return extra + [p for m in modules for p in m.parameters()]

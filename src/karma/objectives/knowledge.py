@@ -1,0 +1,304 @@
+"""KARMA's knowledge regularizers in one place: their config, their builder, the position sampler.
+
+    L_joint  = L_act + λ_gen·L_gen + λ_rec·L_rec + λ_flow·L_flow
+    L_warmup = λ_item·L_item + λ_gen·L_gen + λ_rec·L_rec   (weights from the warmup_* fields)
+
+Every weight defaults to 0, so a run config without a `knowledge:` section is action-only. An
+objective whose weight is 0 in every stage is not even built (`build_knowledge_objectives` leaves
+it None), so its code path, decoder call or flow head, never runs and it adds no parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from karma.objectives.base import LossOutput
+from karma.objectives.flow import FeatureReconstructionObjective
+from karma.objectives.generation import GenerationObjective
+from karma.objectives.reconstruction import ItemTextObjective, ReconstructionObjective
+
+
+@dataclass
+class KnowledgeConfig:
+    """Weights and shapes of the knowledge regularizers (train only; never in the served model)."""
+
+    generation_weight: float = 0.0
+    """λ_gen of L_gen (target text generated after the history) in the joint stage; 0 = off."""
+    reconstruction_weight: float = 0.0
+    """λ_rec of L_rec (target text decoded from the interest embedding alone) in the joint stage; 0 = off."""
+    flow_weight: float = 0.0
+    """λ_flow of L_flow (frozen target features reconstructed from e_u) in the joint stage; 0 = off."""
+    positions_per_sequence: int = 2
+    """In all-prefix training, readout positions per sequence sampled for L_gen, L_rec and L_flow (bounds their cost)."""
+    target_text_tokens: int = 24
+    """Target item text (title and category words, then EOS) is truncated to this many tokens."""
+    prefix_tokens: int = 1
+    """k: soft prefix tokens g maps the interest embedding to, for L_rec."""
+    reconstruction_decoder: Literal["shared", "frozen_base"] = "shared"
+    """L_rec decoder: the encoder's LLM (shared) or the same LLM with LoRA adapters off (frozen_base; LoRA only)."""
+    flow_head: Literal["flow", "mse"] = "flow"
+    """Feature head: conditional rectified flow (flow) or plain MSE regression (mse, the comparison)."""
+    flow_hidden: int = 256
+    """Hidden width of the flow (or MSE) head's MLP."""
+    flow_sample_steps: int = 8
+    """Euler steps when sampling features from the flow head to measure reconstruction cosine."""
+    feature_name: str | None = None
+    """Frozen item features reconstructed by L_flow (a PreparedDataset.features name); needed when flow_weight > 0."""
+    standardize_features: bool = True
+    """Z-score each feature dimension over the catalog first, so ε ~ N(0, I) matches the data's scale."""
+    warmup_item_text_weight: float = 0.0
+    """Warm-up stage: weight of reconstructing an item's own text from its continuous token x_i."""
+    warmup_generation_weight: float = 0.0
+    """Warm-up stage: weight of L_gen (no action loss in warm-up)."""
+    warmup_reconstruction_weight: float = 0.0
+    """Warm-up stage: weight of L_rec (no action loss in warm-up)."""
+    warmup_items_per_batch: int = 64
+    """Warm-up stage: catalog items whose own text is reconstructed per batch (L_item)."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "generation_weight",
+            "reconstruction_weight",
+            "flow_weight",
+            "warmup_item_text_weight",
+            "warmup_generation_weight",
+            "warmup_reconstruction_weight",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0 (0 = off), got {getattr(self, name)}")
+        for name in (
+            "positions_per_sequence",
+            "target_text_tokens",
+            "prefix_tokens",
+            "flow_hidden",
+            "flow_sample_steps",
+            "warmup_items_per_batch",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.reconstruction_decoder not in ("shared", "frozen_base"):
+            raise ValueError(
+                f"reconstruction_decoder: must be shared or frozen_base, got {self.reconstruction_decoder!r}"
+            )
+        if self.flow_head not in ("flow", "mse"):
+            raise ValueError(f"flow_head: must be flow or mse, got {self.flow_head!r}")
+        if self.flow_weight > 0 and not self.feature_name:
+            raise ValueError(
+                "feature_name: flow_weight > 0 needs the name of the item features to reconstruct"
+            )
+
+    @property
+    def uses_generation(self) -> bool:
+        """Whether L_gen runs in any stage."""
+        return self.generation_weight > 0 or self.warmup_generation_weight > 0
+
+    @property
+    def uses_reconstruction(self) -> bool:
+        """Whether L_rec runs in any stage."""
+        return self.reconstruction_weight > 0 or self.warmup_reconstruction_weight > 0
+
+    @property
+    def uses_item_text(self) -> bool:
+        """Whether the warm-up item-text loss runs."""
+        return self.warmup_item_text_weight > 0
+
+    @property
+    def uses_text(self) -> bool:
+        """Whether any objective decodes text (the task then tokenizes the catalog's texts)."""
+        return self.uses_generation or self.uses_reconstruction or self.uses_item_text
+
+    def weights(self, stage: str) -> dict[str, float]:
+        """Weight of each knowledge objective in `stage` ("warmup" or "joint"); zeros included."""
+        if stage == "warmup":
+            return {
+                "item_text": self.warmup_item_text_weight,
+                "generation": self.warmup_generation_weight,
+                "reconstruction": self.warmup_reconstruction_weight,
+                "flow": 0.0,
+            }
+        return {
+            "item_text": 0.0,
+            "generation": self.generation_weight,
+            "reconstruction": self.reconstruction_weight,
+            "flow": self.flow_weight,
+        }
+
+
+@dataclass
+class KnowledgeBatch:
+    """The tensors the knowledge objectives read; a task fills only those its stage's weights need.
+
+    M = sampled readout positions (L_gen / L_rec / L_flow), K = warm-up items (L_item).
+    """
+
+    prefix_embeds: torch.Tensor | None = None
+    """(M, P, d) LLM input up to each sampled readout position (L_gen), see `prefixes_at`."""
+    prefix_mask: torch.Tensor | None = None
+    """(M, P) bool, True at real prefix positions (L_gen)."""
+    interest_embedding: torch.Tensor | None = None
+    """(M, e) e_u at the sampled readout positions (L_rec, L_flow)."""
+    target_ids: torch.Tensor | None = None
+    """(M, Y) token ids of the target item's text (L_gen, L_rec)."""
+    target_mask: torch.Tensor | None = None
+    """(M, Y) bool, True at real target tokens (L_gen, L_rec)."""
+    target_features: torch.Tensor | None = None
+    """(M, D) frozen features of the target item (L_flow)."""
+    item_tokens: torch.Tensor | None = None
+    """(K, d) continuous tokens x_i of warm-up items (L_item)."""
+    item_text_ids: torch.Tensor | None = None
+    """(K, Y) token ids of those items' own texts (L_item)."""
+    item_text_mask: torch.Tensor | None = None
+    """(K, Y) bool mask of those texts (L_item)."""
+
+
+def _need(value: torch.Tensor | None, name: str, objective: str) -> torch.Tensor:
+    if value is None:
+        raise ValueError(f"KnowledgeBatch.{name} is needed by {objective} (its weight is > 0)")
+    return value
+
+
+class KnowledgeObjectives(nn.Module):
+    """The built knowledge objectives; an attribute is None when its weight is 0 in every stage.
+
+    Holds only the trainable parts the objectives own (g, the flow head); the decoder is the
+    encoder's LLM, passed to each call. Export drops this whole module (train only).
+    """
+
+    def __init__(
+        self,
+        config: KnowledgeConfig,
+        generation: GenerationObjective | None,
+        reconstruction: ReconstructionObjective | None,
+        flow: FeatureReconstructionObjective | None,
+        item_text: ItemTextObjective | None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.generation = generation
+        self.reconstruction = reconstruction
+        self.flow = flow
+        self.item_text = item_text
+
+    def forward(self, decoder: nn.Module, batch: KnowledgeBatch, stage: str) -> LossOutput:
+        """Σ weight·loss over the objectives whose weight in `stage` is > 0; others never run.
+
+        Parts: each objective's own parts plus `<name>_weighted`. A stage with no knowledge
+        weight returns a zero loss (no graph) and no parts.
+        """
+        weights = self.config.weights(stage)
+        total: torch.Tensor | None = None
+        parts: dict[str, float] = {}
+
+        def add(name: str, weight: float, out: LossOutput) -> None:
+            nonlocal total
+            total = weight * out.loss if total is None else total + weight * out.loss
+            parts.update(out.parts)
+            parts[f"{name}_weighted"] = weight * float(out.loss.detach())
+
+        if weights["generation"] > 0 and self.generation is not None:
+            what = "generation"
+            add(
+                what,
+                weights[what],
+                self.generation(
+                    decoder,
+                    _need(batch.prefix_embeds, "prefix_embeds", what),
+                    _need(batch.prefix_mask, "prefix_mask", what),
+                    _need(batch.target_ids, "target_ids", what),
+                    _need(batch.target_mask, "target_mask", what),
+                ),
+            )
+        if weights["reconstruction"] > 0 and self.reconstruction is not None:
+            what = "reconstruction"
+            add(
+                what,
+                weights[what],
+                self.reconstruction(
+                    decoder,
+                    _need(batch.interest_embedding, "interest_embedding", what),
+                    _need(batch.target_ids, "target_ids", what),
+                    _need(batch.target_mask, "target_mask", what),
+                ),
+            )
+        if weights["flow"] > 0 and self.flow is not None:
+            what = "flow"
+            add(
+                what,
+                weights[what],
+                self.flow(
+                    _need(batch.interest_embedding, "interest_embedding", what),
+                    _need(batch.target_features, "target_features", what),
+                ),
+            )
+        if weights["item_text"] > 0 and self.item_text is not None:
+            what = "item_text"
+            add(
+                what,
+                weights[what],
+                self.item_text(
+                    decoder,
+                    _need(batch.item_tokens, "item_tokens", what),
+                    _need(batch.item_text_ids, "item_text_ids", what),
+                    _need(batch.item_text_mask, "item_text_mask", what),
+                ),
+            )
+        if total is None:
+            return LossOutput(torch.zeros(()), {})
+        return LossOutput(total, parts)
+
+
+def build_knowledge_objectives(
+    config: KnowledgeConfig,
+    hidden_size: int,
+    embed_dim: int,
+    feature_dim: int | None = None,
+) -> KnowledgeObjectives:
+    """Build the objectives `config` turns on. hidden_size = LLM d, embed_dim = e, feature_dim = D."""
+    flow = None
+    if config.flow_weight > 0:
+        if feature_dim is None:
+            raise ValueError(
+                "feature_dim: flow_weight > 0 needs the dimension of the item features"
+            )
+        flow = FeatureReconstructionObjective(
+            feature_dim,
+            embed_dim,
+            hidden=config.flow_hidden,
+            head=config.flow_head,
+            sample_steps=config.flow_sample_steps,
+        )
+    reconstruction = (
+        ReconstructionObjective(
+            embed_dim, hidden_size, config.prefix_tokens, config.reconstruction_decoder
+        )
+        if config.uses_reconstruction
+        else None
+    )
+    return KnowledgeObjectives(
+        config,
+        generation=GenerationObjective() if config.uses_generation else None,
+        reconstruction=reconstruction,
+        flow=flow,
+        item_text=ItemTextObjective() if config.uses_item_text else None,
+    )
+
+
+def sample_readout_positions(
+    valid: torch.Tensor, per_sequence: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to `per_sequence` distinct readout positions per row of `valid` (B, T) bool.
+
+    Returns (sequence_index (M,), position (M,)), rows in order; a row with fewer valid positions
+    contributes all of them. Uniform without replacement: random scores, top-k among valid ones.
+    """
+    scores = torch.rand(valid.shape, generator=generator, device=valid.device)  # (B, T)
+    scores = scores.masked_fill(~valid.bool(), -1.0)
+    k = min(per_sequence, valid.shape[1])
+    top_scores, top_positions = scores.topk(k, dim=1)  # (B, k)
+    chosen = top_scores >= 0
+    rows = torch.arange(valid.shape[0], device=valid.device).unsqueeze(1).expand_as(top_positions)
+    return rows[chosen], top_positions[chosen]

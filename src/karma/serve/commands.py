@@ -1,0 +1,199 @@
+"""`karma export | index | add-items | serve | recommend`: the serving subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from karma.errors import KarmaError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _quiet_faiss_loader() -> None:
+    # faiss logs each SIMD library it fails to find at INFO; the CLI's INFO logging would show them.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    _quiet_faiss_loader()
+    p = subparsers.add_parser("export", help="write a serving artifact from a training run")
+    p.add_argument("run_dir", type=Path, help="training run directory")
+    p.add_argument("--out", type=Path, required=True, help="artifact directory to create")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(func=cmd_export)
+
+    p = subparsers.add_parser(
+        "index", help="build a FAISS index in an artifact and check its recall"
+    )
+    p.add_argument("artifact", type=Path, help="serving artifact directory")
+    p.add_argument("--kind", choices=("flat", "ivf", "hnsw"), default="flat")
+    p.add_argument("--nlist", type=int, default=0, help="IVF lists (0 = about 4*sqrt(N))")
+    p.add_argument("--nprobe", type=int, default=16, help="IVF lists visited per query")
+    p.add_argument("--m", type=int, default=32, help="HNSW neighbours per node")
+    p.add_argument("--ef-construction", type=int, default=200, help="HNSW build beam")
+    p.add_argument("--ef-search", type=int, default=128, help="HNSW search beam")
+    p.add_argument("-k", type=int, default=100, help="recall@k against exact search")
+    p.add_argument("--queries", type=int, default=1000, help="sampled queries for the recall check")
+    p.set_defaults(func=cmd_index)
+
+    p = subparsers.add_parser("add-items", help="append items to an artifact from their text alone")
+    p.add_argument("artifact", type=Path, help="serving artifact directory")
+    p.add_argument(
+        "items", type=Path, help=".parquet/.csv/.jsonl with item_id, title[, text, categories]"
+    )
+    p.set_defaults(func=cmd_add_items)
+
+    p = subparsers.add_parser("serve", help="serve an artifact over HTTP (FastAPI + uvicorn)")
+    p.add_argument("artifact", type=Path, help="serving artifact directory")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=None, help="require header X-API-Key with this value")
+    p.add_argument("--index", choices=("flat", "ivf", "hnsw"), default="flat")
+    p.add_argument("--max-batch", type=int, default=32, help="requests per encoder call")
+    p.add_argument("--max-wait-ms", type=float, default=2.0, help="wait for a fuller batch")
+    p.set_defaults(func=cmd_serve)
+
+    p = subparsers.add_parser("recommend", help="top-k items for one history, printed as a table")
+    p.add_argument("artifact", type=Path, help="serving artifact directory")
+    p.add_argument(
+        "--history", nargs="+", required=True, help="item ids or exact titles, oldest first"
+    )
+    p.add_argument("--query", default=None, help="optional search query")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--include-seen", action="store_true", help="do not exclude history items")
+    p.add_argument("--index", choices=("flat", "ivf", "hnsw"), default="flat")
+    p.set_defaults(func=cmd_recommend)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from karma.serve.export import export_run
+
+    manifest = export_run(args.run_dir, args.out, overwrite=args.overwrite)
+    enc = manifest["encoder"]
+    print(
+        f"wrote {args.out}: {manifest['num_items']} items, e={manifest['embedding_dim']}, "
+        f"{enc['parameter_count']:,} serving parameters ({enc['lora_adapters_merged']} LoRA merged)"
+    )
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    import numpy as np
+    from safetensors.numpy import load_file as load_numpy_file
+
+    from karma.serve import index as item_index
+    from karma.serve.artifact import (
+        ITEM_EMBEDDINGS_FILE,
+        ITEM_EMBEDDINGS_KEY,
+        read_manifest,
+        write_manifest,
+    )
+
+    manifest = read_manifest(args.artifact)
+    try:
+        config = item_index.IndexConfig(
+            kind=args.kind,
+            nlist=args.nlist,
+            nprobe=args.nprobe,
+            m=args.m,
+            ef_construction=args.ef_construction,
+            ef_search=args.ef_search,
+        )
+    except ValueError as exc:
+        raise KarmaError(f"karma index: --{str(exc).replace('_', '-')}") from None
+    embeddings = load_numpy_file(args.artifact / ITEM_EMBEDDINGS_FILE)[ITEM_EMBEDDINGS_KEY]
+    start = time.perf_counter()
+    index = item_index.build_index(embeddings, config)
+    build_s = time.perf_counter() - start
+    item_index.save_index(index, args.artifact, args.kind)
+    # Queries: item embeddings of random items, a stand-in for user vectors in the same space.
+    rng = np.random.default_rng(0)
+    sample = rng.choice(len(embeddings), min(args.queries, len(embeddings)), replace=False)
+    report = item_index.evaluate_index(
+        index, embeddings, embeddings[sample], args.k, args.kind, build_s
+    )
+    manifest.setdefault("indexes", {})[args.kind] = {
+        "config": config.to_dict(),
+        "num_items": int(index.ntotal),
+        "report": report.to_dict(),
+    }
+    write_manifest(args.artifact, manifest)
+    print(
+        f"{args.kind} index over {report.num_items} items: recall@{report.k} vs exact = "
+        f"{report.recall:.4f} on {report.num_queries} queries, {report.queries_per_second:,.0f} "
+        f"queries/s, built in {build_s:.2f} s"
+    )
+    return 0
+
+
+def read_items_file(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    if not path.is_file():
+        raise KarmaError(f"{path} does not exist")
+    if path.suffix == ".parquet":
+        table = pd.read_parquet(path)
+    elif path.suffix == ".csv":
+        table = pd.read_csv(path, dtype={"item_id": str})
+    elif path.suffix in (".jsonl", ".json"):
+        table = pd.read_json(path, lines=path.suffix == ".jsonl", dtype={"item_id": str})
+    else:
+        raise KarmaError(f"{path}: use a .parquet, .csv or .jsonl file")
+    for column in ("item_id", "title"):
+        if column not in table.columns:
+            raise KarmaError(f"{path}: missing column {column!r}")
+    if "text" not in table.columns:
+        # The same text layout the data package gives the LLM: `title | cat, cat`.
+        cats = table["categories"] if "categories" in table.columns else [None] * len(table)
+        table["text"] = [
+            f"{t} | {', '.join(c)}" if c is not None and len(c) else str(t)
+            for t, c in zip(table["title"], cats)
+        ]
+    return table
+
+
+def cmd_add_items(args: argparse.Namespace) -> int:
+    from karma.serve.artifact import load_artifact, save_catalog
+
+    model = load_artifact(args.artifact)
+    new = read_items_file(args.items)
+    indices = model.add_items(new)
+    save_catalog(model)
+    print(f"added {len(indices)} items to {args.artifact} (now {model.num_items})")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from karma.serve.app import ServeConfig, serve
+    from karma.serve.artifact import load_artifact
+
+    try:
+        config = ServeConfig(
+            host=args.host,
+            port=args.port,
+            api_key=args.api_key,
+            index=args.index,
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+        )
+    except ValueError as exc:
+        raise KarmaError(f"karma serve: --{str(exc).replace('_', '-')}") from None
+    serve(load_artifact(args.artifact, index=args.index), config)
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from karma.serve.artifact import load_artifact
+    from karma.serve.recommend import format_table, recommend
+
+    if args.k < 1:
+        raise KarmaError(f"-k must be >= 1, got {args.k}")
+    model = load_artifact(args.artifact, index=args.index)
+    rows = recommend(model, args.history, args.query, args.k, exclude_seen=not args.include_seen)
+    print(format_table(rows))
+    return 0

@@ -1,0 +1,193 @@
+"""The evaluation harness on tiny synthetic datasets written into tmp_path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from karma.baselines.popularity import PopularityRetriever
+from karma.cli import main
+from karma.data.dataset import Examples, PreparedDataset
+from karma.errors import KarmaError
+from karma.eval.evaluate import (
+    bootstrap_ci,
+    evaluate,
+    long_tail_items,
+    sample_negatives,
+    sampled_auc,
+)
+from karma.eval.registry import load_retriever, write_run_info
+from karma.eval.synthetic import write_leave_one_out
+
+
+class OracleRetriever:
+    """Knows each example's target: one-hot users over one-hot items (HR@1 = 1)."""
+
+    name = "oracle"
+
+    def __init__(self, num_items: int) -> None:
+        self.num_items = num_items
+
+    def item_vectors(self) -> np.ndarray:
+        return np.eye(self.num_items, dtype=np.float32)
+
+    def user_vectors(self, examples: Examples) -> np.ndarray:
+        return np.eye(self.num_items, dtype=np.float32)[examples.targets]
+
+
+class ConstantRetriever:
+    name = "constant"
+
+    def __init__(self, num_items: int) -> None:
+        self.num_items = num_items
+
+    def item_vectors(self) -> np.ndarray:
+        return np.ones((self.num_items, 1), dtype=np.float32)
+
+    def user_vectors(self, examples: Examples) -> np.ndarray:
+        return np.ones((len(examples), 1), dtype=np.float32)
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> PreparedDataset:
+    rng = np.random.default_rng(0)
+    num_items = 50
+    # Item 49 is never clicked in training: some users' test target is cold.
+    sequences = [list(rng.integers(0, 40, size=rng.integers(3, 12))) for _ in range(60)]
+    for u in range(0, 60, 6):
+        sequences[u][-1] = 49
+    return PreparedDataset(write_leave_one_out(tmp_path / "ds", sequences, num_items))
+
+
+def test_targets_never_in_training_part(dataset: PreparedDataset) -> None:
+    for split in ("valid", "test"):
+        examples = dataset.examples(split)
+        by_user = {s.user_id: s for s in dataset.sequences}
+        for user, history, target in zip(examples.user_ids, examples.histories, examples.targets):
+            seq = by_user[user]
+            position = int(np.flatnonzero(seq.splits == split)[0])
+            assert seq.items[position] == target
+            assert len(history) == position  # history stops strictly before the target
+            assert set(seq.splits[:position]) <= (
+                {"train"} if split == "valid" else {"train", "valid"}
+            )
+
+
+def test_oracle_and_constant(dataset: PreparedDataset) -> None:
+    oracle = evaluate(OracleRetriever(dataset.num_items), dataset, bootstrap=50)
+    assert oracle.metrics["hr@1"] == 1.0
+    assert oracle.metrics["mrr"] == 1.0
+    assert oracle.metrics["auc"] == 1.0
+    const = evaluate(ConstantRetriever(dataset.num_items), dataset, bootstrap=0, segments=False)
+    # Ties are random: with history masked each user has N - |unique history \ target| candidates.
+    examples = dataset.examples("test")
+    candidates = np.array(
+        [
+            dataset.num_items - len(set(h.tolist()) - {t})
+            for h, t in zip(examples.histories, examples.targets)
+        ]
+    )
+    assert const.metrics["hr@10"] == pytest.approx(np.mean(np.minimum(10 / candidates, 1)))
+    assert const.metrics["auc"] == pytest.approx(0.5)
+    assert const.metrics["gauc"] == pytest.approx(0.5)
+
+
+def test_segments_and_ci(dataset: PreparedDataset) -> None:
+    result = evaluate(PopularityRetriever.from_dataset(dataset), dataset, bootstrap=200)
+    assert result.segments["cold"]["users"] == 10
+    # A cold target ties with the other unclicked items at the bottom of the popularity ranking.
+    assert result.segments["cold"]["hr@10"] == 0.0
+    for name in ("hr@10", "ndcg@10", "mrr"):
+        lo, hi = result.ci[name]
+        assert lo <= result.metrics[name] <= hi
+        assert lo < hi
+    table = result.to_markdown()
+    assert "| hr@10 |" in table and "| cold | 10 |" in table
+    short = sum(len(h) <= 5 for h in dataset.examples("test").histories)
+    assert result.segments["short_history"]["users"] == short > 0
+    data = json.loads(result.to_json(with_ranks=True))
+    assert len(data["per_user"]["greater"]) == result.num_users
+    # An empty segment has NaN metrics, written as JSON null (strict JSON).
+    empty = evaluate(
+        PopularityRetriever.from_dataset(dataset), dataset, bootstrap=0, short_history=0
+    )
+    assert json.loads(empty.to_json())["segments"]["short_history"]["hr@10"] is None
+
+
+def test_keep_history_changes_ranks(dataset: PreparedDataset) -> None:
+    pop = PopularityRetriever.from_dataset(dataset)
+    masked = evaluate(pop, dataset, bootstrap=0)
+    kept = evaluate(pop, dataset, bootstrap=0, mask_history=False)
+    assert (kept.ranks.greater >= masked.ranks.greater).all()
+    assert (kept.ranks.greater > masked.ranks.greater).any()
+
+
+def test_bootstrap_ci_of_constant_is_a_point() -> None:
+    ci = bootstrap_ci({"x": np.full(30, 0.25)}, resamples=100, seed=1)
+    assert ci["x"] == pytest.approx((0.25, 0.25))
+
+
+def test_auc_hand_example() -> None:
+    users = np.array([[1.0], [1.0]])
+    items = np.array([[0.0], [1.0], [2.0], [3.0]])
+    targets = np.array([2, 0])
+    negatives = np.array([[0, 1, 2, 3], [1, 2, -1, -1]])
+    # User 0: target score 2 vs negatives 0, 1, 2, 3 -> (1 + 1 + 0.5 + 0) / 4 = 0.625.
+    # User 1: target score 0 vs 1, 2 -> 0.
+    pooled, per_user = sampled_auc(users, items, targets, negatives)
+    np.testing.assert_allclose(per_user, [0.625, 0.0])
+    # Pooled: positives {2, 0} vs negatives {0, 1, 2, 3, 1, 2}: pos 2 beats 0,1,1 and ties 2,2
+    # -> 4; pos 0 ties 0 -> 0.5; total 4.5 / 12.
+    assert pooled == pytest.approx(4.5 / 12)
+
+
+def test_negatives_avoid_target_and_history() -> None:
+    examples = Examples(
+        ["a", "b"], [np.array([0, 1, 2]), np.array([5])], np.array([3, 4]), [None, None]
+    )
+    negatives = sample_negatives(examples, num_items=8, count=200, seed=0, mask_history=True)
+    assert not np.isin(negatives[0], [0, 1, 2, 3]).any()
+    assert not np.isin(negatives[1], [4, 5]).any()
+    np.testing.assert_array_equal(
+        negatives, sample_negatives(examples, num_items=8, count=200, seed=0, mask_history=True)
+    )
+
+
+def test_long_tail_definition() -> None:
+    counts = np.array([10, 0, 5, 5, 1])
+    tail = long_tail_items(counts, 0.6)  # head = the 2 most clicked: item 0, then item 2 (index)
+    assert tail.tolist() == [False, True, False, True, True]
+
+
+def test_cli_popularity_roundtrip(dataset: PreparedDataset, tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "run"
+    assert main(["baseline", "popularity", "--data", str(dataset.root), "--out", str(run_dir)]) == 0
+    assert isinstance(load_retriever(run_dir), PopularityRetriever)
+    assert main(["evaluate", str(run_dir), "--bootstrap", "20"]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    direct = evaluate(PopularityRetriever.from_dataset(dataset), dataset, bootstrap=0)
+    assert metrics["metrics"]["hr@10"] == pytest.approx(direct.metrics["hr@10"])
+    assert "hr@10" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "run.json" in capsys.readouterr().err
+
+
+def test_karma_kind_delegates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    write_run_info(tmp_path, "karma", tmp_path)
+    # A stand-in for karma.train.karma_task, without and then with `load_retriever`.
+    fake = types.ModuleType("karma.train.karma_task")
+    monkeypatch.setitem(sys.modules, "karma.train.karma_task", fake)
+    with pytest.raises(KarmaError, match="KARMA run"):
+        load_retriever(tmp_path)
+    sentinel = ConstantRetriever(3)
+    fake.load_retriever = lambda run_dir: sentinel  # type: ignore[attr-defined]
+    assert load_retriever(tmp_path) is sentinel

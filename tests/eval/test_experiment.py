@@ -1,0 +1,42 @@
+"""Paired comparisons between evaluation results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from karma.eval.evaluate import EvalResult
+from karma.eval.experiment import compare_runs, paired_difference
+from karma.eval.metrics import TargetRanks
+from karma.eval.registry import write_run_info
+from karma.eval.synthetic import write_leave_one_out
+
+
+def result(user_ids: list[str], greater: list[int]) -> EvalResult:
+    ranks = TargetRanks(np.array(greater), np.zeros(len(greater), dtype=np.int64))
+    return EvalResult("x", "test", len(user_ids), 100, {}, user_ids=user_ids, ranks=ranks)
+
+
+def test_paired_difference_matches_users_by_id() -> None:
+    a = result(["u1", "u2", "u3", "u4"], [0, 50, 50, 50])  # HR@10: 1, 0, 0, 0
+    b = result(["u4", "u3", "u2"], [0, 0, 50])  # u4 and u3 become hits
+    d = paired_difference(a, b, "hr@10", resamples=200)
+    assert d.users == 3
+    assert d.difference == pytest.approx(2 / 3)  # over u2, u3, u4: (0 + 1 + 1) / 3
+    assert d.ci[0] <= d.difference <= d.ci[1]
+    with pytest.raises(ValueError, match="share no users"):
+        paired_difference(a, result(["z"], [0]), "hr@10")
+
+
+def test_compare_runs_table(tmp_path) -> None:
+    from karma.baselines.popularity import PopularityRetriever
+    from karma.data.dataset import PreparedDataset
+
+    rng = np.random.default_rng(0)
+    sequences = [list(rng.integers(0, 20, size=6)) for _ in range(30)]
+    ds = PreparedDataset(write_leave_one_out(tmp_path / "ds", sequences, 20))
+    for name in ("a", "b"):
+        PopularityRetriever.from_dataset(ds).save(tmp_path / name)
+        write_run_info(tmp_path / name, "popularity", ds.root)
+    table = compare_runs([tmp_path / "a", tmp_path / "b"], ds, bootstrap=50)
+    assert "| b |" in table and "+0.0000 [+0.0000, +0.0000]" in table
