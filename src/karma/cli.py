@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "karma.eval.commands",
     "karma.diagnostics.commands",
     "karma.serve.commands",
+    "karma.experiments.commands",
     "karma.demo",
 )
 

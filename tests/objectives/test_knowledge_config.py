@@ -167,3 +167,16 @@ def test_sample_readout_positions_picks_distinct_valid_positions() -> None:
     row0 = positions[rows == 0].tolist()
     assert len(set(row0)) == 2
     assert positions[rows == 1].tolist() == [1]
+
+
+def test_sample_readout_positions_limits_the_sequences() -> None:
+    valid = torch.ones(6, 4, dtype=torch.bool)
+    valid[5] = False  # a row without positions is never among the chosen ones
+    for seed in range(5):
+        rows, positions = sample_readout_positions(
+            valid, 2, torch.Generator().manual_seed(seed), max_sequences=3
+        )
+        assert len(set(rows.tolist())) == 3 and 5 not in rows.tolist()
+        assert len(rows) == 6 and all(valid[r, p] for r, p in zip(rows.tolist(), positions.tolist()))
+    rows, _ = sample_readout_positions(valid, 1, torch.Generator().manual_seed(0), max_sequences=9)
+    assert sorted(rows.tolist()) == [0, 1, 2, 3, 4]

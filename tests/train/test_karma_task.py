@@ -164,7 +164,12 @@ def test_karma_train_command_runs_the_trainer(tiny_root: Path, tmp_path: Path) -
 
     run_dir = tmp_path / "run"
     argv = ["train", str(Path(__file__).parents[2] / "configs" / "debug" / "tiny.yaml")]
-    argv += [f"data.path={tiny_root}", f"output_dir={run_dir}", "train.max_steps=4", "train.eval_every=4"]
+    argv += [
+        f"data.path={tiny_root}",
+        f"output_dir={run_dir}",
+        "train.max_steps=4",
+        "train.eval_every=4",
+    ]
     argv += ["train.checkpoint_every=4", "train.progress_bar=false", "train.tensorboard=false"]
     assert main(argv) == 0
     assert (run_dir / "run_config.yaml").is_file() and (run_dir / "log.jsonl").is_file()

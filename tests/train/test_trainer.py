@@ -147,6 +147,14 @@ def test_early_stopping_after_patience(tmp_path: Path) -> None:
         torch.testing.assert_close(reloaded.model.state_dict()[name], value)
 
 
+def test_time_budget_stops_the_joint_stage_then_validates(tmp_path: Path) -> None:
+    config = replace(FAST, max_steps=50, eval_every=0, time_budget_minutes=1e-9)
+    result = Trainer(config, ToyTask(), tmp_path).fit()
+    assert result["steps"] == 1  # the first step already crosses a ~0 budget
+    assert result["final_metrics"]  # the end-of-training validation still ran
+    assert (tmp_path / "best" / "model.safetensors").is_file()
+
+
 def test_min_mode_prefers_lower_metric(tmp_path: Path) -> None:
     config = replace(FAST, max_steps=3, eval_every=1, early_stopping_mode="min")
     task = ToyTask(scripted_metrics=[0.5, 0.3, 0.4])

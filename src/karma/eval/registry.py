@@ -4,7 +4,7 @@
 - `sasrec`: `sasrec.yaml` + `sasrec.safetensors`, and `num_items` in run.json;
 - `frozen`: no weights; `feature` (a `ds.features` name), `decay` and `max_history` in run.json,
   the item matrix is re-read from the dataset;
-- `karma`: delegated to `karma.train.karma_task.load_retriever(run_dir)` (the KARMA run format is
+- `karma`: delegated to `karma.train.runs.load_retriever(run_dir)` (the KARMA run format is
   owned by the training package).
 
 `data` is the prepared dataset the run was trained on; `karma evaluate` uses it unless `--data`
@@ -13,7 +13,6 @@ overrides it.
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -81,14 +80,6 @@ def load_retriever(run_dir: str | Path, data: str | Path | None = None) -> Retri
         if "num_items" not in info:
             raise KarmaError(f"{Path(run_dir) / RUN_FILE}: a sasrec run needs num_items")
         return SASRecRetriever.load(run_dir, int(info["num_items"]))
-    try:
-        karma_task = importlib.import_module("karma.train.karma_task")
-    except ImportError:
-        karma_task = None
-    loader = getattr(karma_task, "load_retriever", None)
-    if loader is None:
-        raise KarmaError(
-            f"{run_dir} is a KARMA run but this install cannot load one "
-            "(karma.train.karma_task.load_retriever is missing)"
-        )
-    return loader(run_dir)
+    from karma.train.runs import load_retriever as load_karma_retriever
+
+    return load_karma_retriever(run_dir, data)

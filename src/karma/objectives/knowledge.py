@@ -34,6 +34,8 @@ class KnowledgeConfig:
     """λ_flow of L_flow (frozen target features reconstructed from e_u) in the joint stage; 0 = off."""
     positions_per_sequence: int = 2
     """In all-prefix training, readout positions per sequence sampled for L_gen, L_rec and L_flow (bounds their cost)."""
+    sequences_per_batch: int | None = None
+    """At most this many sequences of a batch (a random subset) carry L_gen, L_rec and L_flow; null = all. Bounds the regularizers' share of a step."""
     target_text_tokens: int = 24
     """Target item text (title and category words, then EOS) is truncated to this many tokens."""
     prefix_tokens: int = 1
@@ -70,6 +72,10 @@ class KnowledgeConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0 (0 = off), got {getattr(self, name)}")
+        if self.sequences_per_batch is not None and self.sequences_per_batch < 1:
+            raise ValueError(
+                f"sequences_per_batch: must be >= 1 or null, got {self.sequences_per_batch}"
+            )
         for name in (
             "positions_per_sequence",
             "target_text_tokens",
@@ -288,13 +294,27 @@ def build_knowledge_objectives(
 
 
 def sample_readout_positions(
-    valid: torch.Tensor, per_sequence: int, generator: torch.Generator | None = None
+    valid: torch.Tensor,
+    per_sequence: int,
+    generator: torch.Generator | None = None,
+    max_sequences: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Up to `per_sequence` distinct readout positions per row of `valid` (B, T) bool.
 
     Returns (sequence_index (M,), position (M,)), rows in order; a row with fewer valid positions
     contributes all of them. Uniform without replacement: random scores, top-k among valid ones.
+    With `max_sequences`, only a uniformly drawn subset of that many rows (among rows with a valid
+    position) contributes.
     """
+    valid = valid.bool()
+    if max_sequences is not None:
+        has_any = valid.any(dim=1)  # (B,)
+        if int(has_any.sum()) > max_sequences:
+            row_scores = torch.rand(valid.shape[0], generator=generator, device=valid.device)
+            row_scores = row_scores.masked_fill(~has_any, -1.0)
+            keep = torch.zeros_like(has_any)
+            keep[row_scores.topk(max_sequences).indices] = True
+            valid = valid & keep[:, None]
     scores = torch.rand(valid.shape, generator=generator, device=valid.device)  # (B, T)
     scores = scores.masked_fill(~valid.bool(), -1.0)
     k = min(per_sequence, valid.shape[1])

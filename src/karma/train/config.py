@@ -28,6 +28,9 @@ class TrainConfig:
     """optimizer steps of the joint stage (training ends at max_steps or max_epochs, whichever is first)"""
     max_epochs: int | None = None
     """passes over the training batches per stage; null = no limit (max_steps decides)"""
+    time_budget_minutes: float | None = None
+    """wall-clock budget for the whole fit; the joint stage stops after the step that crosses it
+    (then validates and saves as at a normal end); null = no budget"""
     warmup_stage_steps: int = 0
     """optimizer steps of the semantic warm-up stage ("warmup") before the joint stage; 0 = skip it"""
     grad_accum: int = 1
@@ -85,6 +88,10 @@ class TrainConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
+            raise ValueError(
+                f"time_budget_minutes: must be > 0 or null, got {self.time_budget_minutes}"
+            )
         if self.max_epochs is not None and self.max_epochs < 1:
             raise ValueError(f"max_epochs: must be >= 1 or null, got {self.max_epochs}")
         if self.clip_norm is not None and not self.clip_norm > 0:

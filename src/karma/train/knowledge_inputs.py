@@ -89,7 +89,7 @@ def build_knowledge_batch(
     if target_t.ndim == 2:  # rec: every valid item position is a readout; sample a few per row
         valid = target_t >= 0  # (B, n_max)
         rows, slots = sample_readout_positions(
-            valid.cpu(), config.positions_per_sequence, generator
+            valid.cpu(), config.positions_per_sequence, generator, config.sequences_per_batch
         )
         rows, slots = rows.to(device), slots.to(device)
         flat_index = (valid.flatten().long().cumsum(0) - 1).view_as(valid)  # row of e_u per slot
@@ -98,7 +98,12 @@ def build_knowledge_batch(
         readout = layout.item_positions[rows, slots]  # (M,)
     else:  # search: one readout per sequence, at [INTEREST]
         rows = torch.arange(len(target_t), device=device)
-        picked, target_items, readout = rows, target_t, layout.readout_positions
+        limit = config.sequences_per_batch
+        if limit is not None and len(rows) > limit:
+            chosen = torch.randperm(len(rows), generator=generator)[:limit].sort().values
+            rows = rows[chosen.to(device)]
+        picked, target_items = rows, target_t[rows]
+        readout = layout.readout_positions[rows]
 
     out.interest_embedding = interest_embedding[picked]  # (M, e)
     out.target_ids, out.target_mask = (

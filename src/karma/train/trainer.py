@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import random
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from itertools import islice
@@ -191,6 +192,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train every stage to its end (or early stop); return steps, final and best metrics."""
         self._setup()
+        self._fit_start = time.monotonic()
         try:
             stages = [("joint", self.config.max_steps)]
             if self.config.warmup_stage_steps > 0:
@@ -393,6 +395,10 @@ class Trainer:
             self._meter.reset()
         if stage == "joint" and cfg.eval_every and state.stage_step % cfg.eval_every == 0:
             self.evaluate()
+        budget = cfg.time_budget_minutes
+        if stage == "joint" and budget and time.monotonic() - self._fit_start > 60 * budget:
+            logger.info("time budget of %.1f min used at step %d: stopping", budget, state.step)
+            state.stopped_early = True
         if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
             self.save_checkpoint(optimizer, scheduler)
 

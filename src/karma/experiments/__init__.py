@@ -1,0 +1,1 @@
+"""Experiment grids: configs x seeds -> trained runs -> one honest comparison table."""

@@ -1,0 +1,34 @@
+"""`karma experiment GRID.yaml [key=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "experiment",
+        help="train and compare a grid of configs x seeds",
+        description="Run every run x seed of a grid file that is not finished yet (a re-run "
+        "resumes), then write results.csv, results.md (mean ± std, paired significance against "
+        "the baseline, collapse diagnostics) and figures into the grid's output_dir.",
+    )
+    parser.add_argument("grid", type=Path, help="grid YAML (see configs/experiments/)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. seeds=[0,1]")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.set_defaults(func=experiment_command)
+
+
+def experiment_command(args: argparse.Namespace) -> int:
+    from karma.config import load_config
+    from karma.experiments.grid import GridConfig
+    from karma.experiments.report import write_report
+    from karma.experiments.runner import run_grid
+
+    grid = load_config(GridConfig, args.grid, list(args.overrides))
+    results = run_grid(grid, progress=not args.no_progress)
+    paths = write_report(grid, results)
+    print(paths[1].read_text(encoding="utf-8"))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0

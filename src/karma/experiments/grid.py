@@ -1,0 +1,97 @@
+"""The experiment grid file: which runs, on which data, with which seeds.
+
+name: ml-100k-ablation
+data: data/ml-100k
+output_dir: runs/experiments/ml-100k
+seeds: [0, 1, 2]
+baseline: action-only          # paired significance is computed against this run
+runs:
+  - {name: popularity, kind: popularity}
+  - {name: sasrec, kind: sasrec, config: configs/ml-100k/sasrec.yaml}
+  - {name: action-only, kind: karma, config: configs/ml-100k/action-only-smollm2.yaml}
+  - {name: karma, kind: karma, config: configs/ml-100k/karma-smollm2.yaml}
+  - name: +rec
+    kind: karma
+    config: configs/ml-100k/karma-smollm2.yaml
+    overrides: [knowledge.generation_weight=0, knowledge.flow_weight=0]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+RunKind = Literal["karma", "sasrec", "popularity", "frozen"]
+
+
+@dataclass
+class RunSpec:
+    """One row of the grid (trained once per seed)."""
+
+    name: str
+    """label of the run in tables and figures; also its directory name"""
+    kind: RunKind = "karma"
+    """karma (a RunConfig), sasrec (a SASRecConfig), popularity or frozen (no training)"""
+    config: Path | None = None
+    """YAML config of a karma or sasrec run"""
+    overrides: list[str] = field(default_factory=list)
+    """key=value overrides applied on top of the config (e.g. knowledge.flow_weight=0)"""
+    feature: str | None = None
+    """frozen baseline: the dataset feature matrix pooled over the history (null = the only one)"""
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError(f"name: must be a non-empty directory name, got {self.name!r}")
+        if self.kind in ("karma", "sasrec") and self.config is None:
+            raise ValueError(f"config: a {self.kind} run ({self.name}) needs a config file")
+
+
+@dataclass
+class GridConfig:
+    """A grid of runs x seeds evaluated on one prepared dataset."""
+
+    data: Path = Path("data/ml-100k")
+    """prepared dataset every run trains and is evaluated on (overrides each config's data path)"""
+    runs: list[RunSpec] = field(default_factory=list)
+    """the runs to compare"""
+    name: str = "experiment"
+    """title of the report"""
+    output_dir: Path = Path("runs/experiment")
+    """where run directories, results.csv, results.md and figures go"""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """every run is trained once per seed"""
+    split: Literal["valid", "test"] = "test"
+    """split the table reports (early stopping always uses valid)"""
+    baseline: str | None = None
+    """run name the others are compared against with a paired bootstrap (null = the first run)"""
+    bootstrap: int = 1000
+    """bootstrap resamples for confidence intervals and paired differences"""
+    diagnostics: bool = True
+    """add sink mass, barcode score and semantic fidelity columns"""
+    diagnostic_users: int = 200
+    """users sampled for the diagnostics"""
+    time_budget_minutes: float | None = None
+    """per-run training budget applied to karma runs (train.time_budget_minutes); null = configs decide"""
+    threads: int | None = None
+    """torch CPU threads (null = torch's default)"""
+
+    def __post_init__(self) -> None:
+        if not self.runs:
+            raise ValueError("runs: the grid has no runs")
+        names = [r.name for r in self.runs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"runs: run names must be unique, got {names}")
+        if not self.seeds:
+            raise ValueError("seeds: give at least one seed")
+        if self.baseline is not None and self.baseline not in names:
+            raise ValueError(f"baseline: {self.baseline!r} is not one of the runs {names}")
+        if self.diagnostic_users < 10:
+            raise ValueError(f"diagnostic_users: need at least 10, got {self.diagnostic_users}")
+
+    @property
+    def baseline_name(self) -> str:
+        return self.baseline or self.runs[0].name
+
+    def run_dir(self, spec: RunSpec, seed: int) -> Path:
+        return self.output_dir / spec.name / f"seed{seed}"

@@ -1,0 +1,197 @@
+"""Tables and figures of a finished grid: results.csv, results.md, recall@K and training curves."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from karma.eval.evaluate import bootstrap_ci
+from karma.eval.metrics import DEFAULT_KS, per_user_metrics
+from karma.experiments.grid import GridConfig
+from karma.experiments.runner import RunResult
+
+TABLE_METRICS = ("hr@10", "ndcg@10", "hr@50", "hr@200", "mrr")
+DIAGNOSTIC_COLUMNS = ("sink_mass", "barcode", "category_f1", "title_token_acc", "text_cosine")
+PAIRED_METRICS = ("hr@10", "hr@200")
+
+
+def write_csv(results: list[RunResult], path: Path) -> None:
+    """One row per (run, seed) with every metric and diagnostic."""
+    metric_keys = sorted({k for r in results for k in r.metrics})
+    diag_keys = sorted({k for r in results for k in r.diagnostics})
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["run", "seed", "train_seconds", *metric_keys, *diag_keys])
+        for r in results:
+            writer.writerow(
+                [r.name, r.seed, f"{r.train_seconds:.1f}"]
+                + [_fmt(r.metrics.get(k)) for k in metric_keys]
+                + [_fmt(r.diagnostics.get(k)) for k in diag_keys]
+            )
+
+
+def paired_delta(
+    baseline: list[RunResult],
+    candidate: list[RunResult],
+    metric: str,
+    resamples: int,
+    seed: int = 0,
+) -> tuple[float, tuple[float, float]]:
+    """Mean per-user difference candidate - baseline over matched (seed, user) pairs, 95% CI."""
+    k = int(metric.split("@")[1])
+    diffs = []
+    by_seed = {r.seed: r for r in baseline}
+    for cand in candidate:
+        base = by_seed.get(cand.seed)
+        if base is None:
+            continue
+        position = {u: i for i, u in enumerate(base.user_ids)}
+        pairs = [(position[u], j) for j, u in enumerate(cand.user_ids) if u in position]
+        a = per_user_metrics(base.ranks.subset(np.array([i for i, _ in pairs])), [k])[metric]
+        b = per_user_metrics(cand.ranks.subset(np.array([j for _, j in pairs])), [k])[metric]
+        diffs.append(b - a)
+    if not diffs:
+        return float("nan"), (float("nan"), float("nan"))
+    diff = np.concatenate(diffs)
+    return float(diff.mean()), bootstrap_ci({metric: diff}, resamples, seed)[metric]
+
+
+def results_markdown(grid: GridConfig, results: list[RunResult]) -> str:
+    """Mean ± std over seeds per run, paired Δ vs the baseline, and the collapse diagnostics."""
+    by_run: dict[str, list[RunResult]] = defaultdict(list)
+    for r in results:
+        by_run[r.name].append(r)
+    baseline = by_run.get(grid.baseline_name, [])
+    diag_cols = [c for c in DIAGNOSTIC_COLUMNS if any(c in r.diagnostics for r in results)]
+    header = ["run", *TABLE_METRICS]
+    header += [f"Δ{m} vs {grid.baseline_name} [95% CI]" for m in PAIRED_METRICS]
+    header += [*diag_cols, "train min"]
+    lines = [
+        f"# {grid.name}",
+        "",
+        f"Data `{grid.data}`, split `{grid.split}`, full ranking over the catalog with history "
+        f"items masked; seeds {grid.seeds} (mean ± std over seeds). Δ is the paired per-user "
+        "difference (bootstrap 95% CI over users and seeds); a CI excluding 0 is significant. "
+        "Diagnostics: last-layer sink mass and barcode score of the readout attention (LLM runs), "
+        "category micro-F1, title-probe token accuracy and text-feature cosine of the user vectors.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for spec in grid.runs:
+        runs = by_run.get(spec.name, [])
+        if not runs:
+            continue
+        cells = [spec.name]
+        for m in TABLE_METRICS:
+            cells.append(_mean_std([r.metrics.get(m) for r in runs]))
+        for m in PAIRED_METRICS:
+            if spec.name == grid.baseline_name or not baseline:
+                cells.append("")
+                continue
+            delta, (lo, hi) = paired_delta(baseline, runs, m, grid.bootstrap)
+            mark = " *" if lo > 0 or hi < 0 else ""
+            cells.append(f"{delta:+.4f} [{lo:+.4f}, {hi:+.4f}]{mark}")
+        for c in diag_cols:
+            cells.append(_mean_std([r.diagnostics.get(c) for r in runs], digits=3))
+        cells.append(f"{np.mean([r.train_seconds for r in runs]) / 60:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_recall_curves(grid: GridConfig, results: list[RunResult], path: Path) -> None:
+    """HR@K against K (log scale), mean over seeds, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for spec in grid.runs:
+        runs = [r for r in results if r.name == spec.name]
+        if not runs:
+            continue
+        ks = [k for k in DEFAULT_KS if f"hr@{k}" in runs[0].metrics]
+        values = [np.mean([r.metrics[f"hr@{k}"] for r in runs]) for k in ks]
+        ax.plot(ks, values, marker="o", label=spec.name)
+    ax.set_xscale("log")
+    ax.set_xlabel("K")
+    ax.set_ylabel(f"HR@K ({grid.split})")
+    ax.set_title(f"{grid.name}: recall@K, full ranking")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_training_curves(grid: GridConfig, path: Path) -> bool:
+    """Training loss and validation NDCG@10 against step (first seed of each trained run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_valid) = plt.subplots(1, 2, figsize=(11, 4))
+    drawn = False
+    for spec in grid.runs:
+        log = grid.run_dir(spec, grid.seeds[0]) / "log.jsonl"
+        if not log.is_file():
+            continue
+        records = [
+            json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line
+        ]
+        train = [r for r in records if r.get("kind") == "train" and "loss" in r]
+        evals = [r for r in records if r.get("kind") == "eval" and "ndcg@10" in r]
+        if train:
+            ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label=spec.name)
+            drawn = True
+        if evals:
+            ax_valid.plot(
+                [r["step"] for r in evals],
+                [r["ndcg@10"] for r in evals],
+                marker="o",
+                label=spec.name,
+            )
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax_loss.set(xlabel="optimizer step", ylabel="training loss (total)", title="training loss")
+    ax_valid.set(xlabel="optimizer step", ylabel="NDCG@10 (valid)", title="validation")
+    for ax in (ax_loss, ax_valid):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_report(grid: GridConfig, results: list[RunResult]) -> list[Path]:
+    """results.csv, results.md, recall_at_k.png and training_curves.png in the grid's output dir."""
+    out = grid.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "results.csv", out / "results.md", out / "recall_at_k.png"]
+    write_csv(results, written[0])
+    written[1].write_text(results_markdown(grid, results), encoding="utf-8")
+    plot_recall_curves(grid, results, written[2])
+    if plot_training_curves(grid, out / "training_curves.png"):
+        written.append(out / "training_curves.png")
+    return written
+
+
+def _mean_std(values: list[float | None], digits: int = 4) -> str:
+    present = [v for v in values if v is not None and not np.isnan(v)]
+    if not present:
+        return "–"
+    if len(present) == 1:
+        return f"{present[0]:.{digits}f}"
+    return f"{np.mean(present):.{digits}f} ± {np.std(present, ddof=1):.{digits}f}"
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"

@@ -1,0 +1,206 @@
+"""Run a grid: train each (run, seed) that is not finished, evaluate it, measure its diagnostics.
+
+A finished run leaves `result.json` (metrics, per-user ranks, diagnostics) in its directory; a
+re-run of the grid loads it instead of training again, and a half-trained run resumes from its
+last checkpoint. So `karma experiment GRID.yaml` can be interrupted and started again at will.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from karma.config import load_config
+from karma.data.dataset import PreparedDataset
+from karma.eval.evaluate import EvalResult, evaluate
+from karma.eval.metrics import TargetRanks
+from karma.eval.retriever import Retriever
+from karma.experiments.grid import GridConfig, RunSpec
+
+logger = logging.getLogger(__name__)
+RESULT_FILE = "result.json"
+
+
+@dataclass
+class RunResult:
+    """One (run, seed): its metrics, per-user ranks (for paired tests) and diagnostics."""
+
+    name: str
+    seed: int
+    metrics: dict[str, float]
+    user_ids: list[str]
+    ranks: TargetRanks
+    diagnostics: dict[str, float] = field(default_factory=dict)
+    train_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "metrics": self.metrics,
+            "diagnostics": self.diagnostics,
+            "train_seconds": self.train_seconds,
+            "per_user": {
+                "user_id": self.user_ids,
+                "greater": self.ranks.greater.tolist(),
+                "ties": self.ranks.ties.tolist(),
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        per_user = data["per_user"]
+        return cls(
+            name=data["name"],
+            seed=int(data["seed"]),
+            metrics={k: float(v) for k, v in data["metrics"].items() if v is not None},
+            user_ids=list(per_user["user_id"]),
+            ranks=TargetRanks(np.asarray(per_user["greater"]), np.asarray(per_user["ties"])),
+            diagnostics={k: float(v) for k, v in data.get("diagnostics", {}).items()},
+            train_seconds=float(data.get("train_seconds", 0.0)),
+        )
+
+
+def run_grid(grid: GridConfig, progress: bool = True) -> list[RunResult]:
+    """Every run x seed of the grid, training only what is not finished yet."""
+    if grid.threads is not None:
+        import torch
+
+        torch.set_num_threads(grid.threads)
+    dataset = PreparedDataset(grid.data)
+    results = []
+    total = len(grid.runs) * len(grid.seeds)
+    for n, (seed, spec) in enumerate(((s, r) for s in grid.seeds for r in grid.runs), start=1):
+        run_dir = grid.run_dir(spec, seed)
+        done = run_dir / RESULT_FILE
+        if done.is_file():
+            logger.info(
+                "[%d/%d] %s seed %d: finished earlier, loading %s", n, total, spec.name, seed, done
+            )
+            results.append(RunResult.from_dict(json.loads(done.read_text(encoding="utf-8"))))
+            continue
+        logger.info("[%d/%d] %s seed %d -> %s", n, total, spec.name, seed, run_dir)
+        result = run_one(grid, spec, seed, dataset, progress)
+        tmp = done.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result.to_dict()), encoding="utf-8")
+        tmp.replace(done)  # the marker appears only once everything above succeeded
+        results.append(result)
+    return results
+
+
+def run_one(
+    grid: GridConfig, spec: RunSpec, seed: int, dataset: PreparedDataset, progress: bool = True
+) -> RunResult:
+    """Train (or build) one retriever, evaluate it on the grid's split, add diagnostics."""
+    run_dir = grid.run_dir(spec, seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    retriever = train_retriever(grid, spec, seed, dataset, run_dir, progress)
+    seconds = time.monotonic() - start
+    result = evaluate(retriever, dataset, grid.split, bootstrap=grid.bootstrap, seed=seed)
+    (run_dir / "metrics.json").write_text(result.to_json(), encoding="utf-8")
+    (run_dir / "metrics.md").write_text(result.to_markdown(), encoding="utf-8")
+    diagnostics = (
+        run_diagnostics(grid, retriever, dataset, run_dir, seed) if grid.diagnostics else {}
+    )
+    return _run_result(spec.name, seed, result, diagnostics, seconds)
+
+
+def _run_result(
+    name: str, seed: int, result: EvalResult, diagnostics: dict[str, float], seconds: float
+) -> RunResult:
+    assert result.ranks is not None
+    return RunResult(
+        name, seed, result.metrics, result.user_ids, result.ranks, diagnostics, seconds
+    )
+
+
+def train_retriever(
+    grid: GridConfig,
+    spec: RunSpec,
+    seed: int,
+    dataset: PreparedDataset,
+    run_dir: Path,
+    progress: bool = True,
+) -> Retriever:
+    """The trained retriever of one grid cell (resuming a half-trained run)."""
+    from karma.eval.registry import write_run_info
+
+    if spec.kind == "popularity":
+        from karma.baselines.popularity import PopularityRetriever
+
+        popularity = PopularityRetriever.from_dataset(dataset)
+        popularity.save(run_dir)
+        write_run_info(run_dir, "popularity", dataset.root)
+        return popularity
+    if spec.kind == "frozen":
+        from karma.baselines.frozen_llm import FrozenEmbeddingRetriever
+
+        write_run_info(run_dir, "frozen", dataset.root, feature=spec.feature)
+        return FrozenEmbeddingRetriever.from_features(dataset, spec.feature)
+    if spec.kind == "sasrec":
+        from karma.baselines.sasrec import SASRecConfig
+        from karma.baselines.sasrec_run import train_sasrec
+        from karma.train.checkpoint import latest_checkpoint
+
+        config = load_config(SASRecConfig, spec.config, [*spec.overrides, f"seed={seed}"])
+        resume = latest_checkpoint(run_dir) is not None
+        return train_sasrec(dataset, config, run_dir, resume=resume, progress=progress)
+    from karma.train.run_config import RunConfig
+    from karma.train.runs import load_retriever, train_run
+
+    overrides = [
+        *spec.overrides,
+        f"data.path={grid.data}",
+        f"output_dir={run_dir}",
+        f"seed={seed}",
+        f"train.seed={seed}",
+        f"train.progress_bar={str(progress).lower()}",
+    ]
+    if grid.time_budget_minutes is not None:
+        overrides.append(f"train.time_budget_minutes={grid.time_budget_minutes}")
+    if grid.threads is not None:
+        overrides.append(f"train.num_threads={grid.threads}")
+    train_run(load_config(RunConfig, spec.config, overrides))
+    return load_retriever(run_dir, grid.data)
+
+
+def run_diagnostics(
+    grid: GridConfig, retriever: Retriever, dataset: PreparedDataset, run_dir: Path, seed: int
+) -> dict[str, float]:
+    """Sink mass and barcode (LLM runs) and semantic fidelity (every run) as flat numbers."""
+    from karma.diagnostics.commands import LoadedRun, diagnose_run, sample_examples, write_report
+
+    examples = sample_examples(dataset.examples(grid.split), grid.diagnostic_users, seed)
+    run = LoadedRun(retriever.name, retriever, Path(dataset.root))
+    diagnosed = diagnose_run(run, dataset, examples, seed=seed)
+    write_report([diagnosed], run_dir / "diagnostics")
+    return flat_diagnostics(diagnosed.summary, diagnosed.fidelity)
+
+
+def flat_diagnostics(
+    summary: dict[str, Any] | None, fidelity: dict[str, dict[str, float]]
+) -> dict[str, float]:
+    """The table columns: last-layer sink mass and barcode (mean over heads), fidelity scores."""
+    out: dict[str, float] = {}
+    if summary and summary.get("layers"):
+        last = summary["layers"][-1]
+        for key in ("sink_mass", "barcode", "history_entropy"):
+            value = last.get(key)
+            if value is not None:
+                out[key] = float(value)
+    for probe, key, column in (
+        ("category", "micro_f1", "category_f1"),
+        ("title", "token_accuracy", "title_token_acc"),
+        ("text_alignment", "cosine", "text_cosine"),
+    ):
+        value = fidelity.get(probe, {}).get(key)
+        if value is not None:
+            out[column] = float(value)
+    return out

@@ -1,0 +1,107 @@
+"""The experiment grid: trains each cell once, skips finished cells, reports every run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from karma.config import load_config
+from karma.errors import ConfigError
+from karma.eval.synthetic import write_leave_one_out
+from karma.experiments import runner
+from karma.experiments.grid import GridConfig
+from karma.experiments.report import write_report
+
+ROOT = Path(__file__).resolve().parents[2]
+GENRES = ["comedy", "drama", "horror", "space", "western"]
+
+
+def _dataset(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    num_items = 30
+    sequences = []
+    for u in range(20):
+        pool = [i for i in range(num_items) if i % len(GENRES) == u % len(GENRES)]
+        sequences.append(list(rng.choice(pool, size=5, replace=False)))
+    titles = [f"Film {i} {GENRES[i % len(GENRES)]}" for i in range(num_items)]
+    return write_leave_one_out(root, sequences, num_items, titles=titles)
+
+
+def _grid(tmp_path: Path) -> GridConfig:
+    data = _dataset(tmp_path / "data")
+    grid_file = tmp_path / "grid.yaml"
+    sasrec = tmp_path / "sasrec.yaml"
+    sasrec.write_text(
+        "hidden: 16\nnum_blocks: 1\nmax_len: 10\nbatch_size: 8\nepochs: 2\ndevice: cpu\n"
+    )
+    tiny = ROOT / "configs" / "debug" / "tiny.yaml"
+    fast = [
+        "train.max_steps=4",
+        "train.eval_every=2",
+        "train.checkpoint_every=2",
+        "train.warmup_steps=1",
+    ]
+    grid_file.write_text(
+        f"""
+name: tiny grid
+data: {data}
+output_dir: {tmp_path / "out"}
+seeds: [0]
+baseline: action-only
+bootstrap: 50
+diagnostic_users: 10
+threads: 1
+runs:
+  - {{name: popularity, kind: popularity}}
+  - {{name: sasrec, kind: sasrec, config: {sasrec}}}
+  - {{name: action-only, kind: karma, config: {tiny}, overrides: {fast}}}
+  - name: karma
+    kind: karma
+    config: {tiny}
+    overrides: {[*fast, "knowledge.generation_weight=0.5", "knowledge.reconstruction_weight=0.5"]}
+"""
+    )
+    return load_config(GridConfig, grid_file)
+
+
+def test_grid_runs_reports_and_skips_finished_cells(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grid = _grid(tmp_path)
+    results = runner.run_grid(grid, progress=False)
+    assert [r.name for r in results] == ["popularity", "sasrec", "action-only", "karma"]
+    for r in results:
+        assert 0.0 <= r.metrics["hr@10"] <= 1.0
+        assert len(r.user_ids) == 20
+        assert (
+            grid.run_dir(grid.runs[[s.name for s in grid.runs].index(r.name)], 0) / "result.json"
+        ).is_file()
+    karma = results[3]
+    assert {"sink_mass", "barcode"} <= set(karma.diagnostics)  # LLM runs get attention metrics
+    assert "sink_mass" not in results[0].diagnostics  # popularity has no attention
+
+    paths = write_report(grid, results)
+    table = (grid.output_dir / "results.md").read_text()
+    for name in ("popularity", "sasrec", "action-only", "karma", "sink_mass", "Δhr@10"):
+        assert name in table
+    assert all(p.is_file() for p in paths)
+    assert (grid.output_dir / "results.csv").read_text().count("\n") == 5
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr(runner, "train_retriever", no_training)
+    again = runner.run_grid(grid, progress=False)
+    assert [r.metrics for r in again] == [r.metrics for r in results]
+
+
+def test_grid_validation_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "grid.yaml"
+    path.write_text("runs: [{name: a, kind: popularity}]\nbaseline: nope\n")
+    with pytest.raises(ConfigError, match="baseline"):
+        load_config(GridConfig, path)
+    path.write_text("runs: [{name: a, kind: karma}]\n")
+    with pytest.raises(ConfigError, match="config"):
+        load_config(GridConfig, path)
