@@ -10,41 +10,17 @@ trains SASRec+ with configs/ml-100k/sasrec.yaml, evaluates both baselines on the
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import subprocess
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
+from bench_record import ROOT, write_result
 from karma.baselines.popularity import PopularityRetriever
 from karma.baselines.sasrec import SASRecConfig, fit_sasrec
 from karma.config import load_config, to_dict
 from karma.data.dataset import PreparedDataset
 from karma.eval.evaluate import evaluate
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def machine() -> dict[str, str | int]:
-    cpu = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"nproc": os.cpu_count() or 0, "cpu": cpu, "torch_threads": torch.get_num_threads()}
-
-
-def commit() -> str:
-    out = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    )
-    return out.stdout.strip() or "unknown"
 
 
 def main() -> None:
@@ -86,11 +62,7 @@ def main() -> None:
     }
     print(sasrec.to_markdown())
     print(f"sasrec: {len(fit.history)} epochs in {train_seconds:.0f}s, best epoch {fit.best_epoch}")
-    record = {
-        "benchmark": "baselines_ml100k",
-        "commit": commit(),
-        "machine": machine(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    payload = {
         "dataset": {
             "name": dataset.name,
             "users": len(dataset.examples("test")),
@@ -98,9 +70,7 @@ def main() -> None:
         },
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    print(f"wrote {args.out}")
+    print(f"wrote {write_result('baselines_ml100k', payload, args.out)}")
 
 
 if __name__ == "__main__":

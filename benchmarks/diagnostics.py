@@ -13,17 +13,13 @@ Writes benchmarks/results/diagnostics.json with the commit, the machine and the 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import subprocess
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from bench_record import write_result
 from karma.diagnostics.attention import ReadoutAttention, ReadoutInputs, collect_batched
 from karma.diagnostics.metrics import summarize
 from karma.diagnostics.probes import (
@@ -35,23 +31,7 @@ from karma.diagnostics.probes import (
     title_probe,
 )
 
-RESULTS = Path(__file__).parent / "results" / "diagnostics.json"
 WORDS = [f"w{i}" for i in range(200)]
-
-
-def machine() -> dict[str, object]:
-    cpu = platform.processor()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    return {"nproc": int(nproc or 0), "cpu": cpu, "python": platform.python_version()}
-
-
-def commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
 
 
 def synthetic_users(users: int, dim: int, seed: int = 0) -> dict[str, object]:
@@ -141,10 +121,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     result = {
-        "name": "diagnostics",
-        "commit": commit(),
-        "machine": machine(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "users": args.users,
         "dim": args.dim,
         "torch_threads": args.threads,
@@ -152,9 +128,7 @@ def main() -> None:
         "summarize_seconds_30x500x9x64": round(time_summarize(), 3),
         "collect_seconds_200_users_tiny_llama": round(time_collection(), 3),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {write_result('diagnostics', result)}")
 
 
 if __name__ == "__main__":

@@ -12,44 +12,20 @@ Writes benchmarks/results/eval_ranking.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import resource
-import subprocess
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench_record import ROOT, write_result
 from karma.eval.metrics import ranking_metrics
 from karma.eval.ranking import rank_targets, top_k_items
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
-def machine() -> dict[str, str | int]:
-    cpu = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"nproc": os.cpu_count() or 0, "cpu": cpu, "torch_threads": torch.get_num_threads()}
-
-
-def commit() -> str:
-    out = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    )
-    return out.stdout.strip() or "unknown"
 
 
 def random_problem(
@@ -112,16 +88,7 @@ def main() -> None:
         f"(item matrix {figures['huge_item_matrix_mib']:.0f} MiB; a dense score matrix would be "
         f"{args.huge_users * args.huge_items * 4 / 2**30:.1f} GiB)"
     )
-    record = {
-        "benchmark": "eval_ranking",
-        "commit": commit(),
-        "machine": machine(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "figures": figures,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    print(f"wrote {args.out}")
+    print(f"wrote {write_result('eval_ranking', {'figures': figures}, args.out)}")
 
 
 if __name__ == "__main__":

@@ -12,37 +12,13 @@ call of all queries on `--threads` threads. Writes benchmarks/results/faiss_inde
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import subprocess
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
 import faiss
 import numpy as np
 
+from bench_record import write_result
 from karma.serve import index as item_index
-
-RESULTS = Path(__file__).parent / "results" / "faiss_index.json"
-
-
-def machine() -> dict[str, object]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    return {"nproc": int(nproc or 0), "cpu": cpu, "python": platform.python_version()}
-
-
-def commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
 
 
 def synthetic_catalog(n: int, dim: int, clusters: int, seed: int, noise: float) -> np.ndarray:
@@ -131,10 +107,6 @@ def main() -> None:
         del index
 
     result = {
-        "benchmark": "faiss_index",
-        "commit": commit(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
         "faiss_version": faiss.__version__,
         "threads": args.threads,
         "num_items": args.num_items,
@@ -146,9 +118,7 @@ def main() -> None:
         "k": args.k,
         "rows": rows,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {write_result('faiss_index', result)}")
 
 
 if __name__ == "__main__":

@@ -12,33 +12,15 @@ Writes benchmarks/results/karma_train_step.json with the commit, machine and dat
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
+from bench_record import ROOT, write_result
 from karma.config import load_config
 from karma.train.run_config import RunConfig, build_task
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def machine() -> dict[str, object]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "torch_threads": torch.get_num_threads()}
 
 
 def main() -> None:
@@ -100,17 +82,7 @@ def main() -> None:
     }
     if args.lm_head:
         result.update(time_lm_head(task, batches, args.steps))
-    result.update(
-        commit=subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip(),
-        machine=machine(),
-        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    )
-    print(json.dumps(result, indent=2))
-    out = ROOT / "benchmarks" / "results" / "karma_train_step.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(write_result("karma_train_step", result).read_text(encoding="utf-8"), end="")
 
 
 def time_lm_head(task: object, batches: object, steps: int) -> dict[str, float]:

@@ -12,41 +12,14 @@ full (B, P+Y, V) logits) and writes benchmarks/results/knowledge_lm_head.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from bench_record import write_result
 from karma.objectives.lm_head import full_logits_target_token_nll, target_token_nll
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def machine() -> dict[str, str | int]:
-    cpu = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"nproc": os.cpu_count() or 0, "cpu": cpu, "torch_threads": torch.get_num_threads()}
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def time_loss(fn, model, inputs, reps: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
@@ -92,10 +65,6 @@ def main() -> None:
     fast_s, fast_loss = time_loss(target_token_nll, model, inputs, args.reps)
     full_s, full_loss = time_loss(full_logits_target_token_nll, model, inputs, args.reps)
     result = {
-        "benchmark": "knowledge_lm_head",
-        "commit": commit(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
         "setup": {
             "layers": args.layers,
             "batch": b,
@@ -109,10 +78,7 @@ def main() -> None:
         "speedup": round(full_s / fast_s, 2),
         "loss_abs_diff": abs(fast_loss - full_loss),
     }
-    print(json.dumps(result, indent=2))
-    out = ROOT / "benchmarks" / "results" / "knowledge_lm_head.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(write_result("knowledge_lm_head", result).read_text(encoding="utf-8"), end="")
 
 
 if __name__ == "__main__":

@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
+from bench_record import ROOT, write_result
 from karma.config import load_config
 from karma.objectives.knowledge import KnowledgeConfig
 from karma.train.run_config import RunConfig, build_task
-from knowledge_lm_head import ROOT, commit, machine
 
 CONFIG = ROOT / "configs" / "ml-100k" / "karma-smollm2.yaml"
 
@@ -69,19 +67,13 @@ def main() -> None:
         seconds[name] = round(sorted(measured[1:])[len(measured[1:]) // 2], 3)
         print(f"{name:12s} {seconds[name]:.2f} s/step  (all: {[round(t, 2) for t in measured]})")
     result = {
-        "benchmark": "knowledge_step_cost",
-        "commit": commit(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {**machine(), "torch_threads": args.threads},
         "config": str(CONFIG.relative_to(ROOT)),
         "seconds_per_step": seconds,
         "relative_to_action_only": {
             k: round(v / seconds["action_only"], 2) for k, v in seconds.items()
         },
     }
-    print(json.dumps(result, indent=2))
-    out = ROOT / "benchmarks" / "results" / "knowledge_step_cost.json"
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(write_result("knowledge_step_cost", result).read_text(encoding="utf-8"), end="")
 
 
 if __name__ == "__main__":

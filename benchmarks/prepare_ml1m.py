@@ -7,16 +7,13 @@ Writes benchmarks/results/prepare_ml1m.json with the commit, machine and date.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
-import subprocess
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
+from bench_record import write_result
 from karma.data import schema
 from karma.data.config import PrepareConfig
 from karma.data.prepare import (
@@ -27,28 +24,6 @@ from karma.data.prepare import (
     read_source,
 )
 from karma.data.preprocess import prepare_tables
-
-RESULTS = Path(__file__).parent / "results" / "prepare_ml1m.json"
-
-
-def machine() -> dict[str, str | int]:
-    cpu = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"nproc": os.cpu_count() or 0, "cpu": cpu, "python": platform.python_version()}
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def stage_times(work: Path) -> dict[str, float]:
@@ -99,10 +74,6 @@ def main() -> None:
             }
         stages = stage_times(Path(tmp) / "stages")
     result = {
-        "benchmark": "prepare_ml1m",
-        "commit": commit(),
-        "machine": machine(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         "repeats": args.repeats,
         "datasets": datasets,
@@ -122,9 +93,7 @@ def main() -> None:
     print(
         f"1-min load average before/after: {result['load_average_1min']} on {os.cpu_count()} cores"
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {write_result('prepare_ml1m', result)}")
 
 
 if __name__ == "__main__":

@@ -25,17 +25,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).parent))
-from faiss_index import commit, machine
+from bench_record import write_result
 
-RESULTS = Path(__file__).parent / "results" / "serve_latency.json"
 HOST = "127.0.0.1"
 
 
@@ -213,10 +210,6 @@ def main() -> None:
     }
     print("KARMA / action-only: " + "  ".join(f"{k} {v:.3f}" for k, v in ratio.items()))
     result = {
-        "benchmark": "serve_latency",
-        "commit": commit(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
         "tiny": bool(args.tiny),
         "settings": {
             k: getattr(args, k)
@@ -233,9 +226,7 @@ def main() -> None:
         "runs": runs,
         "ratio_karma_over_action_only": ratio,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {write_result('serve_latency', result)}")
 
 
 if __name__ == "__main__":

@@ -105,3 +105,20 @@ def test_grid_validation_names_the_field(tmp_path: Path) -> None:
     path.write_text("runs: [{name: a, kind: karma}]\n")
     with pytest.raises(ConfigError, match="config"):
         load_config(GridConfig, path)
+
+
+@pytest.mark.parametrize(
+    "grid_file", sorted((ROOT / "configs" / "experiments").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_shipped_grids_parse_and_name_existing_configs(grid_file: Path) -> None:
+    from karma.baselines.sasrec import SASRecConfig
+    from karma.train.run_config import RunConfig
+
+    assert grid_file.read_text().startswith("#"), "a shipped grid starts with what it reproduces"
+    grid = load_config(GridConfig, grid_file)
+    for spec in grid.runs:
+        if spec.config is None:
+            continue
+        path = ROOT / spec.config
+        assert path.is_file(), f"{grid_file.name}: {spec.name} names missing {spec.config}"
+        load_config(RunConfig if spec.kind == "karma" else SASRecConfig, path, list(spec.overrides))

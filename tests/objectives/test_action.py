@@ -121,3 +121,16 @@ def test_config_rejects_bad_values() -> None:
         ActionConfig(temperature=0.0)
     with pytest.raises(ValueError, match="num_negatives"):
         ActionConfig(num_negatives=-1)
+
+
+def test_full_softmax_matches_hand_computed_cross_entropy() -> None:
+    loss_fn = make_loss([5, 1, 1], temperature=0.5, negatives="full")
+    users = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    catalog = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    targets = torch.tensor([2, 1])
+    out = loss_fn.full_softmax(users, catalog, targets)
+    # Row 0 logits /0.5: [2, 0, 1.2], target 2; row 1: [0, 2, 1.6], target 1. No logQ term.
+    row0 = -1.2 + math.log(math.exp(2) + math.exp(0) + math.exp(1.2))
+    row1 = -2.0 + math.log(math.exp(0) + math.exp(2) + math.exp(1.6))
+    assert out.loss.item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
+    assert out.parts["candidates"] == 3 and out.parts["action_accuracy"] == pytest.approx(0.5)

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from knowledge_fixtures import CallCounter
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "train"))  # the task tests' tiny dataset
-from karma_data_fixtures import write_tiny_dataset
-
-from karma.data import schema
+from karma.eval.synthetic import write_tiny_dataset
 from karma.model.config import BackboneConfig, EncoderConfig, ModelConfig
 from karma.objectives.action import ActionConfig
 from karma.objectives.knowledge import KnowledgeConfig
@@ -24,16 +19,7 @@ FEATURE_DIM = 6
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = write_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny")
-    (root / schema.FEATURES_DIR).mkdir(exist_ok=True)
-    np.save(
-        root / schema.FEATURES_DIR / "text.npy",
-        np.random.default_rng(0).normal(size=(40, FEATURE_DIM)).astype(np.float32),
-    )
-    manifest = json.loads((root / "manifest.json").read_text())
-    manifest["features"] = {"text": {"dim": FEATURE_DIM}}
-    (root / "manifest.json").write_text(json.dumps(manifest))
-    return root
+    return write_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny", feature_dim=FEATURE_DIM)
 
 
 def make_task(root: Path, knowledge: KnowledgeConfig | dict, mode: str = "rec") -> KarmaTask:

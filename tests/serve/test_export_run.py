@@ -8,18 +8,14 @@ properties on the toy encoder (test_artifact.py) and the real encoder without tr
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "train"))  # the task tests' tiny dataset
-from karma_data_fixtures import write_tiny_dataset
-
 from karma.cli import main
-from karma.data import schema
+from karma.eval.synthetic import write_tiny_dataset
 from karma.serve.artifact import load_artifact
 from karma.serve.protocol import is_train_only_key
 
@@ -32,13 +28,7 @@ FEATURE_DIM = 6
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("export")
-    data = write_tiny_dataset(root / "data")
-    (data / schema.FEATURES_DIR).mkdir()
-    features = np.random.default_rng(0).normal(size=(40, FEATURE_DIM)).astype(np.float32)
-    np.save(data / schema.FEATURES_DIR / "text.npy", features)
-    manifest = json.loads((data / "manifest.json").read_text())
-    manifest["features"] = {"text": {"dim": FEATURE_DIM}}
-    (data / "manifest.json").write_text(json.dumps(manifest))
+    data = write_tiny_dataset(root / "data", feature_dim=FEATURE_DIM)
     common = [
         f"data.path={data}",
         "train.max_steps=2",

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from karma_data_fixtures import write_tiny_dataset
 
 from karma.config import field_docs, load_config
+from karma.eval.synthetic import write_tiny_dataset
 from karma.model.config import BackboneConfig, EncoderConfig, ModelConfig
 from karma.objectives.action import ActionConfig
 from karma.train.karma_task import DataConfig, KarmaRetriever, KarmaTask, full_ranking_metrics

@@ -124,22 +124,10 @@ TRAIN_CONFIG_FILE = "run_config.yaml"
 
 def _load_training_run(run_dir: Path, label: str) -> LoadedRun:
     """Rebuild the KARMA task from the run's config and load its best (else latest) weights."""
-    from karma.config import load_config
-    from karma.errors import KarmaError
-    from karma.train.checkpoint import latest_checkpoint, load_model_weights
     from karma.train.karma_task import KarmaRetriever
-    from karma.train.run_config import RunConfig, build_task
+    from karma.train.runs import load_trained_task
 
-    config = load_config(RunConfig, run_dir / TRAIN_CONFIG_FILE)
-    weights = run_dir / "best"
-    if not (weights / "model.safetensors").is_file():
-        latest = latest_checkpoint(run_dir)
-        if latest is None:
-            raise KarmaError(f"{run_dir} has no best/ model and no checkpoint; train it first")
-        weights = latest
-    task = build_task(config)
-    load_model_weights(task.model, weights)
-    task.model.eval()
+    task = load_trained_task(run_dir)
     return LoadedRun(label, KarmaRetriever(task.encoder, name=label), Path(task.dataset.root))
 
 

@@ -5,8 +5,7 @@ Names are imported lazily so `karma --help` does not pay for torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from karma.lazy import lazy_exports
 
 _EXPORTS = {
     "Retriever": "karma.eval.retriever",
@@ -31,9 +30,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'karma.eval' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

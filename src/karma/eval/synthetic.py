@@ -4,6 +4,9 @@
 each user's clicks in time order, the last click `test`, the one before `valid`, the rest `train`
 (users with fewer than 3 clicks keep all of them in train). The real adapters live in
 `karma.data`; this writer exists so evaluation code can be tested without them.
+
+`write_tiny_dataset(root)` writes a fixed tiny dataset with text: 40 items in 6 genres, 24 users
+who click mostly within one genre (the genre is each click's query), plus one exposure each.
 """
 
 from __future__ import annotations
@@ -72,4 +75,69 @@ def write_leave_one_out(
             np.save(root / schema.FEATURES_DIR / f"{feature}.npy", matrix.astype(np.float32))
         manifest["features"] = {f: {"dim": int(m.shape[1])} for f, m in features.items()}
     (root / schema.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return root
+
+
+TINY_GENRES = ["comedy", "drama", "horror", "space", "western", "romance"]
+
+
+def write_tiny_dataset(
+    root: Path, num_items: int = 40, num_users: int = 24, seed: int = 0, feature_dim: int = 0
+) -> Path:
+    """Users click mostly within one genre, so the next item is learnable from the history.
+
+    `feature_dim > 0` also writes a random (num_items, feature_dim) "text" feature matrix
+    (its own seed-0 generator, so the clicks do not depend on it).
+    """
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    items = pd.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(num_items)],
+            "title": [
+                f"Film {i} {TINY_GENRES[i % len(TINY_GENRES)]} story" for i in range(num_items)
+            ],
+            "categories": [[TINY_GENRES[i % len(TINY_GENRES)]] for i in range(num_items)],
+        }
+    )
+    rows = []
+    for u in range(num_users):
+        genre = u % len(TINY_GENRES)
+        pool = [i for i in range(num_items) if i % len(TINY_GENRES) == genre]
+        length = int(rng.integers(5, 9))
+        clicks = rng.choice(pool, size=min(length, len(pool)), replace=False)
+        # Unlike `leave_one_out_splits`, users with 1-2 clicks still get a test (and valid) click.
+        for t, item in enumerate(clicks):
+            split = "test" if t == len(clicks) - 1 else "valid" if t == len(clicks) - 2 else "train"
+            rows.append(
+                {
+                    "user_id": f"u{u:03d}",
+                    "item_id": f"i{item}",
+                    "timestamp": 1000 + t,
+                    "event": "click",
+                    "query": TINY_GENRES[genre],
+                    "split": split,
+                }
+            )
+        exposed = int(rng.integers(num_items))
+        rows.append(
+            {
+                "user_id": f"u{u:03d}",
+                "item_id": f"i{exposed}",
+                "timestamp": 1000,
+                "event": "exposure",
+                "query": None,
+                "split": "train",
+            }
+        )
+    inter = pd.DataFrame(rows).sort_values(["user_id", "timestamp"], kind="stable")
+    items.to_parquet(root / "items.parquet")
+    inter.to_parquet(root / "interactions.parquet")
+    manifest = {"name": "tiny", "source": "tests", "text_attributes": [], "features": {}}
+    if feature_dim > 0:
+        (root / schema.FEATURES_DIR).mkdir(exist_ok=True)
+        features = np.random.default_rng(0).normal(size=(num_items, feature_dim))
+        np.save(root / schema.FEATURES_DIR / "text.npy", features.astype(np.float32))
+        manifest["features"] = {"text": {"dim": feature_dim}}
+    (root / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     return root

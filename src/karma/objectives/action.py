@@ -31,6 +31,9 @@ from karma.objectives.base import LossOutput
 class ActionConfig:
     """Sampled-softmax next-item objective."""
 
+    negatives: Literal["sampled", "full"] = "sampled"
+    """sampled: in-batch + sampled negatives with logQ (any catalog size); full: softmax over the
+    whole catalog (exact, no sampling bias; the SASRec+ recipe, best when the catalog fits)"""
     num_negatives: int = 256
     """Items sampled per batch (shared by all rows), on top of the in-batch negatives."""
     sampler: Literal["uniform", "popularity"] = "popularity"
@@ -93,6 +96,25 @@ def candidate_log_q(
     return expected.clamp(min=1e-12).log()
 
 
+def _label_cross_entropy(
+    logits: torch.Tensor,  # (B, C)
+    labels: torch.Tensor,  # (B,) each row's positive column
+    tau: torch.Tensor,
+) -> LossOutput:
+    """Cross-entropy on each row's positive column, with the parts every action loss reports."""
+    loss = F.cross_entropy(logits, labels)
+    with torch.no_grad():
+        positive = logits.gather(1, labels[:, None])[:, 0]
+        accuracy = (logits.max(dim=1).values <= positive).float().mean()
+    parts = {
+        "action": float(loss.detach()),
+        "action_accuracy": float(accuracy),
+        "temperature": float(tau.detach()),
+        "candidates": float(logits.shape[1]),
+    }
+    return LossOutput(loss=loss, parts=parts)
+
+
 class ActionLoss(nn.Module):
     """Sampled softmax with logQ correction, false-negative masking and optional hard negatives."""
 
@@ -117,6 +139,22 @@ class ActionLoss(nn.Module):
     def sample_negatives(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """(M,) sampled negative ids for one batch (on CPU; move them with the batch)."""
         return self.sampler.sample(self.config.num_negatives, generator)
+
+    def full_softmax(
+        self,
+        user_embeddings: torch.Tensor,  # (B, e) e_u, unit norm
+        catalog_embeddings: torch.Tensor,  # (N, e) every item's e_i
+        target_ids: torch.Tensor,  # (B,) int64
+    ) -> LossOutput:
+        """Exact softmax over the whole catalog: L = -log softmax_j(e_u·e_j / τ)[i+].
+
+        Every item is a candidate exactly once, so there is no sampling bias to correct (no logQ)
+        and no false negative to mask.
+        """
+        tau = self.temperature
+        with torch.autocast(user_embeddings.device.type, enabled=False):
+            logits = user_embeddings.float() @ catalog_embeddings.float().T / tau  # (B, N)
+        return _label_cross_entropy(logits, target_ids, tau)
 
     def forward(
         self,
@@ -161,17 +199,7 @@ class ActionLoss(nn.Module):
                 )  # (B, H)
                 hard_masked = (hard_ids < 0) | (hard_ids == target_ids[:, None])
                 logits = torch.cat([logits, hard_logits.masked_fill(hard_masked, float("-inf"))], 1)
-        loss = F.cross_entropy(logits, labels)
-        with torch.no_grad():
-            positive = logits.gather(1, labels[:, None])
-            accuracy = (logits.max(dim=1).values <= positive[:, 0]).float().mean()
-        parts = {
-            "action": float(loss.detach()),
-            "action_accuracy": float(accuracy),
-            "temperature": float(tau.detach()),
-            "candidates": float(logits.shape[1]),
-        }
-        return LossOutput(loss=loss, parts=parts)
+        return _label_cross_entropy(logits, labels, tau)
 
 
 def _gather_across_ranks(

@@ -167,6 +167,16 @@ def _need(value: torch.Tensor | None, name: str, objective: str) -> torch.Tensor
     return value
 
 
+# Per objective (in the order they run): whether it takes the decoder first, then the
+# KnowledgeBatch fields it reads, in call order.
+_OBJECTIVE_INPUTS: dict[str, tuple[bool, tuple[str, ...]]] = {
+    "generation": (True, ("prefix_embeds", "prefix_mask", "target_ids", "target_mask")),
+    "reconstruction": (True, ("interest_embedding", "target_ids", "target_mask")),
+    "flow": (False, ("interest_embedding", "target_features")),
+    "item_text": (True, ("item_tokens", "item_text_ids", "item_text_mask")),
+}
+
+
 class KnowledgeObjectives(nn.Module):
     """The built knowledge objectives; an attribute is None when its weight is 0 in every stage.
 
@@ -198,60 +208,16 @@ class KnowledgeObjectives(nn.Module):
         weights = self.config.weights(stage)
         total: torch.Tensor | None = None
         parts: dict[str, float] = {}
-
-        def add(name: str, weight: float, out: LossOutput) -> None:
-            nonlocal total
+        for name, (reads_decoder, fields) in _OBJECTIVE_INPUTS.items():
+            objective = getattr(self, name)
+            weight = weights[name]
+            if weight <= 0 or objective is None:
+                continue
+            inputs = [_need(getattr(batch, field), field, name) for field in fields]
+            out = objective(decoder, *inputs) if reads_decoder else objective(*inputs)
             total = weight * out.loss if total is None else total + weight * out.loss
             parts.update(out.parts)
             parts[f"{name}_weighted"] = weight * float(out.loss.detach())
-
-        if weights["generation"] > 0 and self.generation is not None:
-            what = "generation"
-            add(
-                what,
-                weights[what],
-                self.generation(
-                    decoder,
-                    _need(batch.prefix_embeds, "prefix_embeds", what),
-                    _need(batch.prefix_mask, "prefix_mask", what),
-                    _need(batch.target_ids, "target_ids", what),
-                    _need(batch.target_mask, "target_mask", what),
-                ),
-            )
-        if weights["reconstruction"] > 0 and self.reconstruction is not None:
-            what = "reconstruction"
-            add(
-                what,
-                weights[what],
-                self.reconstruction(
-                    decoder,
-                    _need(batch.interest_embedding, "interest_embedding", what),
-                    _need(batch.target_ids, "target_ids", what),
-                    _need(batch.target_mask, "target_mask", what),
-                ),
-            )
-        if weights["flow"] > 0 and self.flow is not None:
-            what = "flow"
-            add(
-                what,
-                weights[what],
-                self.flow(
-                    _need(batch.interest_embedding, "interest_embedding", what),
-                    _need(batch.target_features, "target_features", what),
-                ),
-            )
-        if weights["item_text"] > 0 and self.item_text is not None:
-            what = "item_text"
-            add(
-                what,
-                weights[what],
-                self.item_text(
-                    decoder,
-                    _need(batch.item_tokens, "item_tokens", what),
-                    _need(batch.item_text_ids, "item_text_ids", what),
-                    _need(batch.item_text_mask, "item_text_mask", what),
-                ),
-            )
         if total is None:
             return LossOutput(torch.zeros(()), {})
         return LossOutput(total, parts)

@@ -11,8 +11,7 @@ Public API (imported lazily, so `karma --help` does not load torch or faiss):
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from karma.lazy import lazy_exports
 
 _EXPORTS = {
     "write_artifact": "karma.serve.export",
@@ -34,9 +33,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'karma.serve' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

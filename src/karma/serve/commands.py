@@ -5,18 +5,31 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from karma.errors import KarmaError
 
 if TYPE_CHECKING:
     import pandas as pd
 
+ConfigT = TypeVar("ConfigT")
+
 
 def _quiet_faiss_loader() -> None:
     # faiss logs each SIMD library it fails to find at INFO; the CLI's INFO logging would show them.
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+
+def _config_from_options(
+    command: str, config_type: Callable[..., ConfigT], args: argparse.Namespace, names: list[str]
+) -> ConfigT:
+    """`config_type` from the CLI options `names`; its ValueError (naming a field) names the option."""
+    try:
+        return config_type(**{name: getattr(args, name) for name in names})
+    except ValueError as exc:
+        raise KarmaError(f"karma {command}: --{str(exc).replace('_', '-')}") from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -95,17 +108,12 @@ def cmd_index(args: argparse.Namespace) -> int:
     )
 
     manifest = read_manifest(args.artifact)
-    try:
-        config = item_index.IndexConfig(
-            kind=args.kind,
-            nlist=args.nlist,
-            nprobe=args.nprobe,
-            m=args.m,
-            ef_construction=args.ef_construction,
-            ef_search=args.ef_search,
-        )
-    except ValueError as exc:
-        raise KarmaError(f"karma index: --{str(exc).replace('_', '-')}") from None
+    config = _config_from_options(
+        "index",
+        item_index.IndexConfig,
+        args,
+        ["kind", "nlist", "nprobe", "m", "ef_construction", "ef_search"],
+    )
     embeddings = load_numpy_file(args.artifact / ITEM_EMBEDDINGS_FILE)[ITEM_EMBEDDINGS_KEY]
     start = time.perf_counter()
     index = item_index.build_index(embeddings, config)
@@ -172,17 +180,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from karma.serve.app import ServeConfig, serve
     from karma.serve.artifact import load_artifact
 
-    try:
-        config = ServeConfig(
-            host=args.host,
-            port=args.port,
-            api_key=args.api_key,
-            index=args.index,
-            max_batch=args.max_batch,
-            max_wait_ms=args.max_wait_ms,
-        )
-    except ValueError as exc:
-        raise KarmaError(f"karma serve: --{str(exc).replace('_', '-')}") from None
+    config = _config_from_options(
+        "serve",
+        ServeConfig,
+        args,
+        ["host", "port", "api_key", "index", "max_batch", "max_wait_ms"],
+    )
     serve(load_artifact(args.artifact, index=args.index), config)
     return 0
 

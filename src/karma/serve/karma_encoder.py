@@ -178,22 +178,14 @@ def _sha256(paths: Sequence[Path]) -> str:
 
 def load_run(run_dir: Path) -> LoadedRun:
     """A training run's best (else latest) weights as a serving encoder, with its catalog."""
-    from karma.config import load_config, to_dict
+    from karma.config import to_dict
     from karma.data import schema
-    from karma.train.checkpoint import latest_checkpoint, load_model_weights
-    from karma.train.run_config import RunConfig, build_task
+    from karma.train.runs import CONFIG_FILE, best_weights, load_run_config, load_trained_task
 
-    config_path = run_dir / "run_config.yaml"
-    if not config_path.is_file():
-        raise KarmaError(f"{run_dir} is not a karma run directory (no run_config.yaml)")
-    config = load_config(RunConfig, config_path)
-    weights = run_dir / "best"
-    if not (weights / "model.safetensors").is_file():
-        weights = latest_checkpoint(run_dir)  # type: ignore[assignment]
-    if weights is None:
-        raise KarmaError(f"{run_dir} has no best/ model and no checkpoint to export")
-    task = build_task(config)
-    load_model_weights(task.model, weights)
+    config_path = run_dir / CONFIG_FILE
+    config = load_run_config(run_dir)
+    weights = best_weights(run_dir)
+    task = load_trained_task(run_dir)
     if config.model.encoder.features:
         raise KarmaError(
             f"{run_dir}: exporting models with item features (model.encoder.features) is not supported yet"

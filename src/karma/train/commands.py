@@ -26,21 +26,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    import torch
-
-    from karma.config import load_config, save_config
-    from karma.train.run_config import RunConfig, build_task
-    from karma.train.trainer import Trainer
+    from karma.config import load_config
+    from karma.train.run_config import RunConfig
+    from karma.train.runs import train_run
 
     overrides = list(args.overrides) + (
         [f"output_dir={args.output_dir}"] if args.output_dir else []
     )
     config = load_config(RunConfig, args.config, overrides)
-    if config.train.num_threads is not None:
-        torch.set_num_threads(config.train.num_threads)  # before the backbone is built
-    task = build_task(config)
-    config.output_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, config.output_dir / "run_config.yaml")
-    result = Trainer(config.train, task, config.output_dir, resume=args.resume).fit()
+    result = train_run(config, resume=args.resume)
     print(json.dumps(result, indent=2, default=str))
     return 0

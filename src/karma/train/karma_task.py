@@ -260,6 +260,8 @@ class KarmaTask:
     ) -> LossOutput:
         """Sampled softmax of (K, e) interest embeddings against their (K,) targets."""
         action = self.model.action
+        if self.action_config.negatives == "full":
+            return action.full_softmax(user_emb, self.encoder.item_embeddings(), target_ids)
         device = user_emb.device
         generator = torch.Generator().manual_seed(batch.seed)
         sampled = action.sample_negatives(generator).to(device)  # (M,)
@@ -383,34 +385,18 @@ def full_ranking_metrics(
     histories: list[np.ndarray],
     targets: np.ndarray,
     k: int = 10,
-    chunk: int = 256,
 ) -> dict[str, float]:
     """NDCG@k, HR@k and MRR of dot-product scores over the whole catalog, history items masked.
 
-    rank = number of non-history items scoring above the target (ties count half); the target is
-    never masked, even if it is also in the history. `karma.eval` has the full harness.
+    The same ranking as `karma evaluate` (`karma.eval.ranking.rank_targets`: the target is never
+    masked, ties count as expected under random tie-breaking), restricted to what validation needs.
     """
-    users = torch.from_numpy(np.ascontiguousarray(user_vectors, dtype=np.float32))  # (U, e)
-    items = torch.from_numpy(np.ascontiguousarray(item_vectors, dtype=np.float32))  # (N, e)
-    target_t = torch.as_tensor(targets, dtype=torch.int64)  # (U,)
-    ranks = []
-    for start in range(0, len(users), chunk):
-        scores = users[start : start + chunk] @ items.T  # (c, N)
-        rows = torch.arange(len(scores))
-        target_scores = scores[rows, target_t[start : start + chunk]]  # (c,)
-        for row, history in enumerate(histories[start : start + chunk]):
-            scores[row, torch.tensor(np.asarray(history), dtype=torch.int64)] = float("-inf")
-        scores[rows, target_t[start : start + chunk]] = target_scores
-        above = (scores > target_scores[:, None]).sum(1).double()
-        ties = (scores == target_scores[:, None]).sum(1).double() - 1
-        ranks.append(above + ties / 2)  # 0-based expected rank
-    rank = torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.float64)
-    hit = (rank < k).double()
-    return {
-        f"ndcg@{k}": float((hit / torch.log2(rank + 2)).mean()) if len(rank) else 0.0,
-        f"hr@{k}": float(hit.mean()) if len(rank) else 0.0,
-        "mrr": float((1 / (rank + 1)).mean()) if len(rank) else 0.0,
-    }
+    from karma.eval.metrics import ranking_metrics
+    from karma.eval.ranking import rank_targets
+
+    ranks = rank_targets(user_vectors, item_vectors, targets, exclude=histories)
+    metrics = ranking_metrics(ranks, [k])
+    return {name: metrics[name] for name in (f"ndcg@{k}", f"hr@{k}", "mrr")}
 
 
 class KarmaRetriever:
