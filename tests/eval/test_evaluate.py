@@ -180,5 +180,5 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
 
 def test_karma_kind_without_a_training_config_is_a_clear_error(tmp_path: Path) -> None:
     write_run_info(tmp_path, "karma", tmp_path)
-    with pytest.raises(KarmaError, match="run_config.yaml"):
+    with pytest.raises(KarmaError, match=r"run_config\.yaml"):
         load_retriever(tmp_path)

@@ -177,6 +177,8 @@ def test_sample_readout_positions_limits_the_sequences() -> None:
             valid, 2, torch.Generator().manual_seed(seed), max_sequences=3
         )
         assert len(set(rows.tolist())) == 3 and 5 not in rows.tolist()
-        assert len(rows) == 6 and all(valid[r, p] for r, p in zip(rows.tolist(), positions.tolist()))
+        assert len(rows) == 6 and all(
+            valid[r, p] for r, p in zip(rows.tolist(), positions.tolist())
+        )
     rows, _ = sample_readout_positions(valid, 1, torch.Generator().manual_seed(0), max_sequences=9)
     assert sorted(rows.tolist()) == [0, 1, 2, 3, 4]

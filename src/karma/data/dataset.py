@@ -99,7 +99,9 @@ class PreparedDataset:
         texts = []
         for i, title in enumerate(self.titles):
             text = title
-            extra = [str(self.items[a].iloc[i]) for a in attributes if pd.notna(self.items[a].iloc[i])]
+            extra = [
+                str(self.items[a].iloc[i]) for a in attributes if pd.notna(self.items[a].iloc[i])
+            ]
             extra = [e for e in extra if e and e not in title]
             if extra:
                 text += f" ({', '.join(extra)})"
@@ -180,7 +182,9 @@ class PreparedDataset:
         if name is None:
             name = next(iter(available))
         if name not in available:
-            raise DataError(f"{self.root} has no features named {name!r}; it has {sorted(available)}")
+            raise DataError(
+                f"{self.root} has no features named {name!r}; it has {sorted(available)}"
+            )
         matrix = np.load(self.root / schema.FEATURES_DIR / f"{name}.npy")
         if matrix.shape[0] != self.num_items:
             raise DataError(
