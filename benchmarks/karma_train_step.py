@@ -12,6 +12,7 @@ Writes benchmarks/results/karma_train_step.json with the commit, machine and dat
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -82,6 +83,16 @@ def main() -> None:
     }
     if args.lm_head:
         result.update(time_lm_head(task, batches, args.steps))
+    step_flops = count_step_flops(task, next(batches))
+    peak = matmul_peak_flops()
+    median_step = statistics.median(step_seconds)
+    result.update(
+        flops_per_step=step_flops,
+        achieved_flops_per_s=step_flops / median_step,
+        matmul_peak_flops_per_s=peak,
+        fraction_of_matmul_peak=step_flops / median_step / peak,
+        peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
     print(write_result("karma_train_step", result).read_text(encoding="utf-8"), end="")
 
 
@@ -100,6 +111,30 @@ def time_lm_head(task: object, batches: object, steps: int) -> dict[str, float]:
         elapsed += time.perf_counter() - start
         tokens += int(layout.attention_mask.sum())
     return {"lm_head_tokens_per_s": tokens / elapsed}
+
+
+def count_step_flops(task: object, batch: object) -> float:
+    """FLOPs of one training step (forward + backward) counted by torch's FlopCounterMode
+    (matmuls, convolutions and attention; elementwise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        task.loss_step(batch, "joint").loss.backward()  # type: ignore[attr-defined]
+    return float(counter.get_total_flops())
+
+
+def matmul_peak_flops(size: int = 1024, repeats: int = 10) -> float:
+    """Best fp32 FLOP/s of a (size x size) @ (size x size) matmul on this machine, same threads:
+    the practical peak the training step is compared against (measured in the same run)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from karma.data.dataset import PreparedDataset
+    from karma.experiments.grid import GridConfig
 
 logger = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -53,11 +54,9 @@ def demo_command(args: argparse.Namespace) -> int:
     grid = load_config(
         GridConfig, args.grid, [f"data={args.data}", f"output_dir={args.out}", *args.overrides]
     )
-    if any(
-        spec.kind == "karma" and "flow_weight=0" not in " ".join(spec.overrides)
-        for spec in grid.runs
-    ):
-        ensure_features(args.data)
+    grid.resolve_configs([Path.cwd(), CONFIG_DIR.parent])
+    for feature in features_needed(grid):
+        ensure_features(args.data, feature)
     results = run_grid(grid)
     paths = write_report(grid, results)
     print()
@@ -87,16 +86,39 @@ def ensure_dataset(data: Path) -> None:
     prepare_dataset("ml-100k", data)
 
 
-def ensure_features(data: Path) -> None:
-    """MiniLM text features (the flow head's reconstruction target) unless already present."""
+def features_needed(grid: GridConfig) -> set[str]:
+    """Feature matrices the grid's KARMA runs read (the flow head's target, encoder features)."""
+    from karma.config import load_config
+    from karma.train.run_config import RunConfig
+
+    needed: set[str] = set()
+    for spec in grid.runs:
+        if spec.kind != "karma":
+            continue
+        config = load_config(RunConfig, spec.config, list(spec.overrides))
+        if config.knowledge.flow_weight > 0 and config.knowledge.feature_name:
+            needed.add(config.knowledge.feature_name)
+        if config.model.encoder.features:
+            needed.add(config.model.encoder.features)
+    return needed
+
+
+def ensure_features(data: Path, name: str) -> None:
+    """Text features `name` (MiniLM, the packaged encoder) unless already present."""
     import json
 
     from karma.data.features import add_features
     from karma.data.schema import MANIFEST_FILE
+    from karma.errors import KarmaError
 
     manifest = json.loads((data / MANIFEST_FILE).read_text(encoding="utf-8"))
-    if "minilm" in manifest.get("features", {}):
+    if name in manifest.get("features", {}):
         return
+    if name != "minilm":
+        raise KarmaError(
+            f"the grid needs features {name!r} in {data}; add them with "
+            f"`karma data features {data} --encoder ENCODER --name {name}`"
+        )
     logger.info("encoding item text with MiniLM -> %s/features/minilm.npy", data)
     add_features(data, "minilm")
 

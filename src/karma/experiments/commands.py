@@ -27,6 +27,8 @@ def experiment_command(args: argparse.Namespace) -> int:
     from karma.experiments.runner import run_grid
 
     grid = load_config(GridConfig, args.grid, list(args.overrides))
+    # Relative run configs: from the current directory, else next to the grid's configs/ tree.
+    grid.resolve_configs([Path.cwd(), args.grid.resolve().parent.parent.parent])
     results = run_grid(grid, progress=not args.no_progress)
     paths = write_report(grid, results)
     print(paths[1].read_text(encoding="utf-8"))

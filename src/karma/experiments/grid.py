@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from karma.errors import ConfigError
+
 RunKind = Literal["karma", "sasrec", "popularity", "frozen"]
 
 
@@ -59,6 +61,9 @@ class GridConfig:
     """title of the report"""
     output_dir: Path = Path("runs/experiment")
     """where run directories, results.csv, results.md and figures go"""
+    report_dir: Path | None = None
+    """where results.csv, results.md and the figures go (null = output_dir); grids that share an
+    output_dir to reuse finished cells keep their reports apart with it"""
     seeds: list[int] = field(default_factory=lambda: [0])
     """every run is trained once per seed"""
     split: Literal["valid", "test"] = "test"
@@ -92,6 +97,22 @@ class GridConfig:
     @property
     def baseline_name(self) -> str:
         return self.baseline or self.runs[0].name
+
+    def resolve_configs(self, roots: list[Path]) -> None:
+        """Make each relative run `config` path absolute: the first of `roots` it exists under
+        (e.g. the current directory, then the karma checkout holding `configs/`)."""
+        for spec in self.runs:
+            if spec.config is None or spec.config.is_absolute():
+                continue
+            found = next(
+                (root / spec.config for root in roots if (root / spec.config).is_file()), None
+            )
+            if found is None:
+                raise ConfigError(
+                    f"runs: config {spec.config} of run {spec.name!r} not found under "
+                    + ", ".join(str(r) for r in roots)
+                )
+            spec.config = found
 
     def run_dir(self, spec: RunSpec, seed: int) -> Path:
         return self.output_dir / spec.name / f"seed{seed}"

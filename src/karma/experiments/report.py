@@ -172,8 +172,8 @@ def plot_training_curves(grid: GridConfig, path: Path) -> bool:
 
 
 def write_report(grid: GridConfig, results: list[RunResult]) -> list[Path]:
-    """results.csv, results.md, recall_at_k.png and training_curves.png in the grid's output dir."""
-    out = grid.output_dir
+    """results.csv, results.md, recall_at_k.png and training_curves.png in the grid's report dir."""
+    out = grid.report_dir or grid.output_dir
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "results.csv", out / "results.md", out / "recall_at_k.png"]
     write_csv(results, written[0])
