@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from karma.cli import main
-from karma.eval.synthetic import write_tiny_dataset
+from karma.testing.datasets import write_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

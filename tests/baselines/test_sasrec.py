@@ -19,7 +19,7 @@ from karma.config import ConfigError, load_config
 from karma.data.dataset import PreparedDataset
 from karma.eval.evaluate import evaluate
 from karma.eval.registry import load_retriever, write_run_info
-from karma.eval.synthetic import write_leave_one_out
+from karma.testing.datasets import write_leave_one_out
 
 NUM_ITEMS = 30
 

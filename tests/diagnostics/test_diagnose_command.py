@@ -15,10 +15,10 @@ from karma.diagnostics.attention import collect_readout_attention
 from karma.diagnostics.commands import register
 from karma.errors import KarmaError
 from karma.eval import registry
-from karma.eval.synthetic import write_leave_one_out
 from karma.model.backbone import load_backbone
 from karma.model.config import BackboneConfig, EncoderConfig
 from karma.model.encoder import KarmaEncoder
+from karma.testing.datasets import write_leave_one_out
 
 NUM_ITEMS = 12
 

@@ -20,7 +20,7 @@ from karma.eval.evaluate import (
     sampled_auc,
 )
 from karma.eval.registry import load_retriever, write_run_info
-from karma.eval.synthetic import write_leave_one_out
+from karma.testing.datasets import write_leave_one_out
 
 
 class OracleRetriever:

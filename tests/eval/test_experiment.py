@@ -9,7 +9,7 @@ from karma.eval.evaluate import EvalResult
 from karma.eval.experiment import compare_runs, paired_difference
 from karma.eval.metrics import TargetRanks
 from karma.eval.registry import write_run_info
-from karma.eval.synthetic import write_leave_one_out
+from karma.testing.datasets import write_leave_one_out
 
 
 def result(user_ids: list[str], greater: list[int]) -> EvalResult:

@@ -81,19 +81,16 @@ def encoder_builder(kind: str) -> EncoderBuilder:
 
         raise KarmaError(
             f"artifact encoder kind {kind!r} is unknown to this karma version; "
-            f"known kinds: {', '.join(sorted({*_BUILDERS, 'toy', 'karma'}))}"
+            f"known kinds: {', '.join(sorted({*_BUILDERS, 'karma'}))}"
         )
     return _BUILDERS[kind]
 
 
 def _register_known_kind(kind: str) -> None:
-    # Imported lazily so that `import karma.serve` does not pull in the LLM stack, and loading a
-    # toy artifact does not import transformers.
-    if kind == "toy":
-        from karma.serve import toy_encoder
-
-        register_encoder(toy_encoder.KIND, toy_encoder.build_from_config)
-    elif kind == "karma":
+    # Imported lazily so that `import karma.serve` does not pull in the LLM stack (transformers),
+    # which only an artifact of the `karma` kind needs. Test doubles (karma.testing) register
+    # themselves; production code never knows about them.
+    if kind == "karma":
         from karma.serve import karma_encoder
 
         karma_encoder.register()
