@@ -221,7 +221,7 @@ class SASRecBatch:
 
 
 class SASRecTask:
-    """SASRec+ as a `TrainTask` for the generic Trainer (and `fit_sasrec`)."""
+    """SASRec+ as a `TrainTask` for the generic Trainer (`karma.runs.recipes.sasrec`)."""
 
     def __init__(self, dataset: PreparedDataset, config: SASRecConfig) -> None:
         self.dataset = dataset
@@ -275,53 +275,3 @@ class SASRecTask:
             "ndcg@10": float(ndcg(ranks, 10).mean()),
             "hr@10": float(hit_rate(ranks, 10).mean()),
         }
-
-
-@dataclass
-class FitResult:
-    """What `fit_sasrec` returns: the best retriever and the training history."""
-
-    retriever: SASRecRetriever
-    best_epoch: int
-    best_valid: dict[str, float]
-    history: list[dict[str, float]]
-
-
-def fit_sasrec(dataset: PreparedDataset, config: SASRecConfig, progress: bool = True) -> FitResult:
-    """Train SASRec+ with a plain loop: AdamW, one validation per epoch, early stopping on NDCG@10.
-
-    The weights of the best validation epoch are restored before returning.
-    """
-    from tqdm import tqdm
-
-    task = SASRecTask(dataset, config)
-    optimizer = torch.optim.AdamW(
-        task.model.parameters(), lr=config.lr, betas=(0.9, 0.98), weight_decay=config.weight_decay
-    )
-    history: list[dict[str, float]] = []
-    best_score, best_epoch, best_state = -1.0, -1, None
-    bar = tqdm(range(config.epochs), desc="sasrec", disable=not progress)
-    for epoch in bar:
-        task.model.train()
-        total, steps = 0.0, 0
-        for batch in task.batches(epoch):
-            out = task.loss_step(batch, "joint")
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
-            total += out.parts["ce"]
-            steps += 1
-        valid = task.validate()
-        history.append({"epoch": float(epoch), "loss": total / max(steps, 1), **valid})
-        bar.set_postfix(loss=f"{total / max(steps, 1):.3f}", ndcg10=f"{valid['ndcg@10']:.4f}")
-        score = valid["ndcg@10"]
-        if score > best_score:
-            best_score, best_epoch = score, epoch
-            best_state = {k: v.detach().clone() for k, v in task.model.state_dict().items()}
-        elif config.patience and epoch - best_epoch >= config.patience:
-            break
-    if best_state is not None:
-        task.model.load_state_dict(best_state)
-    task.model.eval()
-    best_valid = {k: v for k, v in history[best_epoch].items() if k != "epoch"}
-    return FitResult(SASRecRetriever(task.model), best_epoch, best_valid, history)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -64,16 +63,12 @@ def register(subparsers: Any) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     from karma.data.dataset import PreparedDataset
     from karma.eval.evaluate import evaluate
-    from karma.eval.registry import load_retriever, read_run_info
+    from karma.runs import load_retriever, open_run
 
-    info = read_run_info(args.run_dir)
-    data = args.data or info.get("data")
-    if data is None:
-        from karma.errors import KarmaError
-
-        raise KarmaError(f"{args.run_dir}/run.json names no dataset; pass --data DIR")
+    run = open_run(args.run_dir)
+    data = args.data or run.data
     dataset = PreparedDataset(data)
-    retriever = load_retriever(args.run_dir, data)
+    retriever = load_retriever(run, data)
     result = evaluate(
         retriever,
         dataset,
@@ -93,46 +88,28 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_baseline(args: argparse.Namespace) -> int:
-    from karma.data.dataset import PreparedDataset
-    from karma.errors import KarmaError
-    from karma.eval.registry import write_run_info
+    from karma.config import load_config
+    from karma.errors import ConfigError
+    from karma.runs import open_run, recipe_for
 
-    dataset = PreparedDataset(args.data)
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.kind == "popularity":
-        from karma.baselines.popularity import PopularityRetriever
-
-        PopularityRetriever.from_dataset(dataset).save(args.out)
-        write_run_info(args.out, "popularity", args.data)
-        print(f"saved popularity baseline to {args.out}")
-        return 0
-    if args.kind == "frozen":
-        from karma.baselines.frozen_llm import FrozenEmbeddingRetriever
-
+    recipe = recipe_for(args.kind)
+    if args.kind == "sasrec":
+        config = load_config(recipe.config_type, args.config, args.overrides)
+    elif args.kind == "frozen":
         try:
-            retriever = FrozenEmbeddingRetriever.from_features(
-                dataset, args.feature, decay=args.decay, max_history=args.max_history
+            config = recipe.config_type(
+                feature=args.feature, decay=args.decay, max_history=args.max_history
             )
         except ValueError as exc:
-            raise KarmaError(f"karma baseline frozen: {exc}") from None
-        feature = retriever.name.removeprefix("frozen-")
-        write_run_info(
-            args.out,
-            "frozen",
-            args.data,
-            feature=feature,
-            decay=args.decay,
-            max_history=args.max_history,
-        )
-        print(f"saved frozen-embedding baseline ({feature}) to {args.out}")
-        return 0
-    from karma.baselines.sasrec import SASRecConfig
-    from karma.baselines.sasrec_run import train_sasrec
-    from karma.config import load_config, save_config
-
-    config = load_config(SASRecConfig, args.config, args.overrides)
-    save_config(config, args.out / "baseline_config.yaml")
-    train_sasrec(dataset, config, args.out, resume=args.resume)
-    info = json.loads((args.out / "run.json").read_text(encoding="utf-8"))
-    print(f"saved sasrec to {args.out} (best valid ndcg@10 {info.get('best_valid')})")
+            raise ConfigError(f"karma baseline frozen: --{exc}".replace("_", "-")) from None
+    else:
+        config = recipe.config_type()
+    recipe.train(config, args.out, args.data, resume=getattr(args, "resume", False))
+    run = open_run(args.out)
+    if args.kind == "popularity":
+        print(f"saved popularity baseline to {args.out}")
+    elif args.kind == "frozen":
+        print(f"saved frozen-embedding baseline ({run.options['feature']}) to {args.out}")
+    else:
+        print(f"saved sasrec to {args.out} (best valid ndcg@10 {run.info.best_metric})")
     return 0

@@ -27,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def train_command(args: argparse.Namespace) -> int:
     from karma.config import load_config
+    from karma.runs import train_run
     from karma.train.run_config import RunConfig
-    from karma.train.runs import train_run
 
     overrides = list(args.overrides) + (
         [f"output_dir={args.output_dir}"] if args.output_dir else []

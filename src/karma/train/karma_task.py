@@ -78,8 +78,37 @@ class KarmaBatch:
     seed: int  # seeds the negative sampler for this batch
 
 
+def build_encoder(
+    data: DataConfig, model: ModelConfig, dataset: PreparedDataset, seed: int
+) -> KarmaEncoder:
+    """The encoder a run config describes, over `dataset`'s catalog (backbone loaded, heads new).
+
+    Seeded first, so the random `tiny` backbone and the new heads start from `seed`: the training
+    task and the inference loader (`karma.runs`) build the same module.
+    """
+    features = dataset.features(model.encoder.features)[1] if model.encoder.features else None
+    torch.manual_seed(seed)
+    backbone, tokenizer = load_backbone(model.backbone)
+    return KarmaEncoder(
+        model.encoder,
+        backbone,
+        tokenizer,
+        dataset.item_texts(with_categories=model.encoder.item_text_categories),
+        features=features,
+        mode=data.mode,
+        max_history=data.max_history,
+    )
+
+
 class KarmaModel(nn.Module):
-    """Everything the trainer optimizes and checkpoints: the encoder and the objectives' parameters."""
+    """Everything the trainer optimizes and checkpoints: the encoder and the objectives' parameters.
+
+    Checkpoint keys start with `encoder.` (what inference loads) or with one of
+    `TRAIN_ONLY_PREFIXES` (heads and tables only training uses).
+    """
+
+    ENCODER_PREFIX = "encoder."
+    TRAIN_ONLY_PREFIXES = ("action.", "knowledge.", "knowledge_catalog.")
 
     def __init__(
         self,
@@ -117,18 +146,7 @@ class KarmaTask:
         self.seed = seed
         self.dataset = dataset if dataset is not None else PreparedDataset(data.path)
         ds = self.dataset
-        features = ds.features(model.encoder.features)[1] if model.encoder.features else None
-        torch.manual_seed(seed)  # the random `tiny` backbone and the new heads start from the seed
-        backbone, tokenizer = load_backbone(model.backbone)
-        encoder = KarmaEncoder(
-            model.encoder,
-            backbone,
-            tokenizer,
-            ds.item_texts(with_categories=model.encoder.item_text_categories),
-            features=features,
-            mode=data.mode,
-            max_history=data.max_history,
-        )
+        encoder = build_encoder(data, model, ds, seed)
         self.head_lr = model.encoder.head_lr
         self.model = KarmaModel(
             encoder, ActionLoss(action, ds.train_item_counts()), *self._knowledge_modules(encoder)
