@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from karma.config import load_config, save_config
 from karma.data.dataset import Examples, PreparedDataset
 from karma.errors import KarmaError
 from karma.eval.metrics import hit_rate, ndcg
@@ -186,8 +187,6 @@ class SASRecRetriever:
     def save(self, directory: str | Path) -> None:
         from safetensors.torch import save_file
 
-        from karma.config import save_config
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
@@ -197,8 +196,6 @@ class SASRecRetriever:
     @classmethod
     def load(cls, directory: str | Path, num_items: int) -> SASRecRetriever:
         from safetensors.torch import load_file
-
-        from karma.config import load_config
 
         directory = Path(directory)
         if not (directory / WEIGHTS_FILE).is_file():

@@ -27,7 +27,7 @@ from safetensors.numpy import save_file as save_numpy
 
 from karma.errors import KarmaError
 from karma.serve import index as item_index
-from karma.serve.protocol import InterestEncoder, is_train_only_key
+from karma.serve.protocol import InterestEncoder, encoder_builder, is_train_only_key
 
 FORMAT = "karma-serving-artifact"
 FORMAT_VERSION = 1
@@ -238,8 +238,6 @@ def load_artifact(directory: str | Path, index: str = "flat") -> ServingModel:
     """Rebuild the encoder, load its weights, the catalog and the chosen index."""
     import torch
     from safetensors.torch import load_file as load_torch
-
-    from karma.serve.protocol import encoder_builder
 
     directory = Path(directory)
     manifest = read_manifest(directory)

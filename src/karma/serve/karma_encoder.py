@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from karma.config import from_dict, to_dict
 from karma.errors import KarmaError
 from karma.model.config import EncoderConfig
 from karma.model.encoder import KarmaEncoder
-from karma.serve.protocol import register_encoder
 
 KIND = "karma"
 BACKBONE_DIR = "backbone"
@@ -58,8 +58,6 @@ class KarmaInterestEncoder(nn.Module):
         )
 
     def encoder_config(self) -> dict[str, Any]:
-        from karma.config import to_dict
-
         return {
             "encoder": to_dict(self.encoder.config),
             "mode": self.encoder.mode,
@@ -133,8 +131,6 @@ def build_from_config(artifact_dir: Path, config: dict[str, Any]) -> nn.Module:
     import pandas as pd
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from karma.config import from_dict
-
     backbone = AutoModelForCausalLM.from_config(
         AutoConfig.from_pretrained(artifact_dir / BACKBONE_DIR)
     )
@@ -156,7 +152,3 @@ def build_from_config(artifact_dir: Path, config: dict[str, Any]) -> nn.Module:
         max_history=config["max_history"],
     )
     return KarmaInterestEncoder(encoder, texts)
-
-
-def register() -> None:
-    register_encoder(KIND, build_from_config)

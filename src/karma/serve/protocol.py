@@ -25,6 +25,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from torch import nn
 
+from karma.errors import KarmaError
+
 # Substrings of state-dict keys that belong to training-only heads (LM head for generation and
 # reconstruction, the soft-prefix map `g`, the flow-matching and MSE heads). Export refuses to write
 # any of them even if an encoder lists them among its serving prefixes by mistake.
@@ -77,8 +79,6 @@ def encoder_builder(kind: str) -> EncoderBuilder:
     if kind not in _BUILDERS:
         _register_known_kind(kind)
     if kind not in _BUILDERS:
-        from karma.errors import KarmaError
-
         raise KarmaError(
             f"artifact encoder kind {kind!r} is unknown to this karma version; "
             f"known kinds: {', '.join(sorted({*_BUILDERS, 'karma'}))}"
@@ -91,9 +91,9 @@ def _register_known_kind(kind: str) -> None:
     # which only an artifact of the `karma` kind needs. Test doubles (karma.testing) register
     # themselves; production code never knows about them.
     if kind == "karma":
-        from karma.serve import karma_encoder
+        from karma.serve import karma_encoder  # transformers: only karma artifacts need it
 
-        karma_encoder.register()
+        register_encoder(karma_encoder.KIND, karma_encoder.build_from_config)
 
 
 def is_train_only_key(key: str) -> bool:

@@ -24,6 +24,8 @@ from karma.config import from_dict
 from karma.data import schema
 from karma.data.dataset import Examples, PreparedDataset
 from karma.errors import ConfigError
+from karma.eval.metrics import ranking_metrics
+from karma.eval.ranking import rank_targets
 from karma.model.backbone import load_backbone
 from karma.model.config import ModelConfig
 from karma.model.encoder import KarmaEncoder
@@ -409,9 +411,6 @@ def full_ranking_metrics(
     The same ranking as `karma evaluate` (`karma.eval.ranking.rank_targets`: the target is never
     masked, ties count as expected under random tie-breaking), restricted to what validation needs.
     """
-    from karma.eval.metrics import ranking_metrics
-    from karma.eval.ranking import rank_targets
-
     ranks = rank_targets(user_vectors, item_vectors, targets, exclude=histories)
     metrics = ranking_metrics(ranks, [k])
     return {name: metrics[name] for name in (f"ndcg@{k}", f"hr@{k}", "mrr")}
