@@ -26,7 +26,7 @@ runs:
     kind: karma
     config: configs/debug/tiny.yaml
     overrides: [train.max_steps=4, train.eval_every=2, train.checkpoint_every=2,
-                train.warmup_steps=1, knowledge.reconstruction_weight=0.5]
+                train.lr_warmup_steps=1, knowledge.reconstruction_weight=0.5]
 """
     )
     out = tmp_path / "report"

@@ -3,7 +3,9 @@
 Every config in karma is a (nested) dataclass. A field's documentation is the string literal on the
 line after it (as in litgpt); `field_docs` reads it so `--help` and error messages can show it.
 `__post_init__` of a config raises `ValueError` naming the bad field; `from_dict` turns that, and
-any unknown key or wrongly typed value, into a `ConfigError` that names the dotted key.
+any unknown key or wrongly typed value, into a `ConfigError` that names the dotted key. A config
+class may list old field names in `RENAMED_KEYS` (old -> new) and `REMOVED_KEYS` (old -> why), so
+an old config fails with the new name rather than "unknown key".
 """
 
 from __future__ import annotations
@@ -137,6 +139,13 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
+    renamed: dict[str, str] = getattr(cls, "RENAMED_KEYS", {})
+    removed: dict[str, str] = getattr(cls, "REMOVED_KEYS", {})
+    for key in unknown:
+        if key in renamed:
+            raise ConfigError(f"{prefix}{key} was renamed to {prefix}{renamed[key]}")
+        if key in removed:
+            raise ConfigError(f"{prefix}{key} was removed: {removed[key]}")
     if unknown:
         raise ConfigError(
             f"unknown config key {prefix}{unknown[0]!s}; valid keys here: {', '.join(sorted(names))}"

@@ -41,7 +41,7 @@ def _grid(tmp_path: Path) -> GridConfig:
         "train.max_steps=4",
         "train.eval_every=2",
         "train.checkpoint_every=2",
-        "train.warmup_steps=1",
+        "train.lr_warmup_steps=1",
     ]
     grid_file.write_text(
         f"""

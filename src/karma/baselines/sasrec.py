@@ -26,7 +26,7 @@ from karma.data.dataset import Examples, PreparedDataset
 from karma.errors import KarmaError
 from karma.eval.metrics import hit_rate, ndcg
 from karma.eval.ranking import rank_targets
-from karma.objectives.base import LossOutput
+from karma.objectives.base import LossOutput, Stage
 
 PAD = 0
 WEIGHTS_FILE = "sasrec.safetensors"
@@ -244,7 +244,7 @@ class SASRecTask:
             labels, _ = right_padded([s[1:] for s in chosen], self.config.max_len)
             yield SASRecBatch(inputs, labels)
 
-    def loss_step(self, batch: SASRecBatch, stage: str) -> LossOutput:
+    def loss_step(self, batch: SASRecBatch, stage: Stage) -> LossOutput:
         """Full-catalog softmax cross-entropy of the next item at every real position."""
         device = self.model.item_embedding.weight.device  # the Trainer may have moved the model
         inputs = batch.inputs.to(device)

@@ -11,12 +11,12 @@ it None), so its code path, decoder call or flow head, never runs and it adds no
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
-from karma.objectives.base import LossOutput
+from karma.objectives.base import LossOutput, Stage
 from karma.objectives.flow import FeatureReconstructionObjective
 from karma.objectives.generation import GenerationObjective
 from karma.objectives.reconstruction import ItemTextObjective, ReconstructionObjective
@@ -25,6 +25,10 @@ from karma.objectives.reconstruction import ItemTextObjective, ReconstructionObj
 @dataclass
 class KnowledgeConfig:
     """Weights and shapes of the knowledge regularizers (train only; never in the served model)."""
+
+    REMOVED_KEYS: ClassVar[dict[str, str]] = {
+        "flow_sample_steps": "it had no effect (no karma run samples from the flow head)",
+    }
 
     generation_weight: float = 0.0
     """λ_gen of L_gen (target text generated after the history) in the joint stage; 0 = off."""
@@ -46,8 +50,6 @@ class KnowledgeConfig:
     """Feature head: conditional rectified flow (flow) or plain MSE regression (mse, the comparison)."""
     flow_hidden: int = 256
     """Hidden width of the flow (or MSE) head's MLP."""
-    flow_sample_steps: int = 8
-    """Euler steps when sampling features from the flow head to measure reconstruction cosine."""
     feature_name: str | None = None
     """Frozen item features reconstructed by L_flow (a PreparedDataset.features name); needed when flow_weight > 0."""
     standardize_features: bool = True
@@ -81,7 +83,6 @@ class KnowledgeConfig:
             "target_text_tokens",
             "prefix_tokens",
             "flow_hidden",
-            "flow_sample_steps",
             "warmup_items_per_batch",
         ):
             if getattr(self, name) < 1:
@@ -117,7 +118,7 @@ class KnowledgeConfig:
         """Whether any objective decodes text (the task then tokenizes the catalog's texts)."""
         return self.uses_generation or self.uses_reconstruction or self.uses_item_text
 
-    def weights(self, stage: str) -> dict[str, float]:
+    def weights(self, stage: Stage) -> dict[str, float]:
         """Weight of each knowledge objective in `stage` ("warmup" or "joint"); zeros included."""
         if stage == "warmup":
             return {
@@ -199,7 +200,7 @@ class KnowledgeObjectives(nn.Module):
         self.flow = flow
         self.item_text = item_text
 
-    def forward(self, decoder: nn.Module, batch: KnowledgeBatch, stage: str) -> LossOutput:
+    def forward(self, decoder: nn.Module, batch: KnowledgeBatch, stage: Stage) -> LossOutput:
         """Σ weight·loss over the objectives whose weight in `stage` is > 0; others never run.
 
         Parts: each objective's own parts plus `<name>_weighted`. A stage with no knowledge
@@ -241,7 +242,6 @@ def build_knowledge_objectives(
             embed_dim,
             hidden=config.flow_hidden,
             head=config.flow_head,
-            sample_steps=config.flow_sample_steps,
         )
     reconstruction = (
         ReconstructionObjective(

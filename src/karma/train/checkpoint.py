@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from karma.errors import KarmaError
+from karma.objectives.base import Stage
 
 MODEL_FILE = "model.safetensors"
 TRAINING_STATE_FILE = "training_state.pt"
@@ -45,7 +46,7 @@ _STEP_DIR = re.compile(r"^step_(\d{7,})$")
 class TrainerState:
     """Where training stands: enough to continue exactly where a checkpoint was taken."""
 
-    stage: str = "joint"
+    stage: Stage = "joint"
     """stage being trained ("warmup" or "joint")"""
     stage_step: int = 0
     """optimizer steps done in this stage"""

@@ -30,7 +30,7 @@ from karma.model.backbone import load_backbone
 from karma.model.config import ModelConfig
 from karma.model.encoder import KarmaEncoder
 from karma.objectives.action import ActionConfig, ActionLoss
-from karma.objectives.base import LossOutput
+from karma.objectives.base import STAGES, LossOutput, Stage
 from karma.objectives.knowledge import (
     KnowledgeConfig,
     KnowledgeObjectives,
@@ -165,7 +165,7 @@ class KarmaTask:
     ) -> tuple[KnowledgeObjectives | None, KnowledgeCatalog | None]:
         """The knowledge objectives and their catalog tables; (None, None) when all weights are 0."""
         config = self.knowledge_config
-        if not any(w > 0 for stage in ("warmup", "joint") for w in config.weights(stage).values()):
+        if not any(w > 0 for stage in STAGES for w in config.weights(stage).values()):
             return None, None
         features = self.dataset.features(config.feature_name)[1] if config.flow_weight > 0 else None
         catalog = KnowledgeCatalog(
@@ -310,7 +310,7 @@ class KarmaTask:
             hard,
         )
 
-    def loss_step(self, batch: KarmaBatch, stage: str) -> LossOutput:
+    def loss_step(self, batch: KarmaBatch, stage: Stage) -> LossOutput:
         """Total loss L = L_act + Σ λ·L_knowledge of the stage ("warmup" has no action term)."""
         weights = self.knowledge_config.weights(stage)
         needs_readout = stage != "warmup" or any(
@@ -346,7 +346,7 @@ class KarmaTask:
         if total is None:
             raise ConfigError(
                 f"stage {stage!r} has no objective with a non-zero weight; enable a knowledge "
-                "objective or set train.warmup_stage_steps=0"
+                "objective or set train.semantic_warmup_steps=0"
             )
         parts["loss"] = float(total.detach())
         return LossOutput(loss=total, parts=parts)

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from torch import nn
 
-from karma.objectives.base import LossOutput
+from karma.objectives.base import LossOutput, Stage
 
 
 class TrainTask(Protocol):
@@ -23,7 +23,7 @@ class TrainTask(Protocol):
 
     def num_batches(self, epoch: int) -> int: ...
 
-    def loss_step(self, batch: Any, stage: str) -> LossOutput:
+    def loss_step(self, batch: Any, stage: Stage) -> LossOutput:
         """Forward + loss for one batch in the named stage ("warmup" or "joint")."""
         ...
 

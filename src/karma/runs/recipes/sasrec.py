@@ -32,7 +32,7 @@ def trainer_config(
         lr=config.lr,
         weight_decay=config.weight_decay,
         betas=(0.9, 0.98),
-        warmup_steps=0,
+        lr_warmup_steps=0,
         min_lr_ratio=1.0,  # constant learning rate, as in SASRec
         max_steps=config.epochs * batches_per_epoch,
         max_epochs=config.epochs,
