@@ -18,6 +18,7 @@ before run.json existed at training start) reads as a karma run on its config's 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -158,16 +159,20 @@ def start_run(
     config: Any | None = None,
     options: dict[str, Any] | None = None,
 ) -> Run:
-    """Create (or restart) `run_dir`: the resolved config and run.json with `status: training`."""
+    """Create (or restart) `run_dir`: the resolved config and run.json with `status: training`.
+
+    A resumed run keeps the time it was first created.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    if (run_dir / RUN_FILE).is_file():
+        with contextlib.suppress(KarmaError):  # an unreadable run.json is replaced
+            created = open_run(run_dir).info.created or created
     if config is not None:
         save_config(config, run_dir / CONFIG_FILE)
     info = RunInfo(
-        kind=kind,
-        data=str(Path(data).resolve()),
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
-        options=dict(options or {}),
+        kind=kind, data=str(Path(data).resolve()), created=created, options=dict(options or {})
     )
     run = Run(run_dir, info)
     write_info(run)
