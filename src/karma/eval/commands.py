@@ -6,6 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from karma.config import load_config
+from karma.errors import ConfigError
+
 
 def register(subparsers: Any) -> None:
     evaluate = subparsers.add_parser(
@@ -58,6 +61,19 @@ def register(subparsers: Any) -> None:
     sasrec.add_argument("--config", type=Path, default=None, help="YAML SASRecConfig")
     sasrec.add_argument("--resume", action="store_true", help="continue the run in --out")
     sasrec.add_argument("overrides", nargs="*", help="key=value config overrides")
+    # Each kind's options -> its recipe's config, and what to print once the run is saved.
+    popularity.set_defaults(
+        baseline_config=lambda args, cls: cls(),
+        saved="saved popularity baseline to {out}",
+    )
+    sasrec.set_defaults(
+        baseline_config=lambda args, cls: load_config(cls, args.config, args.overrides),
+        saved="saved sasrec to {out} (best valid ndcg@10 {best_metric})",
+    )
+    frozen.set_defaults(
+        baseline_config=lambda args, cls: cls(args.feature, args.decay, args.max_history),
+        saved="saved frozen-embedding baseline ({feature}) to {out}",
+    )
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -88,28 +104,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_baseline(args: argparse.Namespace) -> int:
-    from karma.config import load_config
-    from karma.errors import ConfigError
-    from karma.runs import open_run, recipe_for
+    from karma.runs import open_run, recipe_for  # torch: kept out of `karma --help`
 
     recipe = recipe_for(args.kind)
-    if args.kind == "sasrec":
-        config = load_config(recipe.config_type, args.config, args.overrides)
-    elif args.kind == "frozen":
-        try:
-            config = recipe.config_type(
-                feature=args.feature, decay=args.decay, max_history=args.max_history
-            )
-        except ValueError as exc:
-            raise ConfigError(f"karma baseline frozen: --{exc}".replace("_", "-")) from None
-    else:
-        config = recipe.config_type()
+    try:
+        config = args.baseline_config(args, recipe.config_type)
+    except ValueError as exc:  # a config's __post_init__ names the bad field
+        raise ConfigError(f"karma baseline {args.kind}: --{exc}".replace("_", "-")) from None
     recipe.train(config, args.out, args.data, resume=getattr(args, "resume", False))
     run = open_run(args.out)
-    if args.kind == "popularity":
-        print(f"saved popularity baseline to {args.out}")
-    elif args.kind == "frozen":
-        print(f"saved frozen-embedding baseline ({run.options['feature']}) to {args.out}")
-    else:
-        print(f"saved sasrec to {args.out} (best valid ndcg@10 {run.info.best_metric})")
+    print(args.saved.format(out=args.out, best_metric=run.info.best_metric, **run.options))
     return 0
