@@ -57,6 +57,8 @@ def test_segments_by_hand(cold_dataset: PreparedDataset) -> None:
     data = json.loads(result.to_json())
     assert data["cold_items"]["cold_target/cold_only"]["metrics"]["hr@1"] == pytest.approx(0.5)
     assert "| cold_target/cold_only | 2 | 2 |" in result.to_markdown()
+    per_user = result.to_dict(with_ranks=True)["cold_only_per_user"]
+    assert per_user == {"user_id": ["u000000", "u000001"], "greater": [1, 0], "ties": [0, 0]}
 
 
 def test_popularity_ties_the_cold_items(cold_dataset: PreparedDataset) -> None:

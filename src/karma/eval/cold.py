@@ -16,13 +16,14 @@ random tie-breaking; history items masked when asked).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from karma.data.dataset import Examples
 from karma.eval.bootstrap import bootstrap_ci
-from karma.eval.metrics import per_user_metrics
+from karma.eval.metrics import TargetRanks, per_user_metrics
 from karma.eval.ranking import rank_targets
 
 SEGMENT_METRICS = ("hr@10", "hr@50", "hr@200", "ndcg@10", "mrr")
@@ -47,26 +48,33 @@ def _summary(
     }
 
 
-def cold_only_ranks_metrics(
+def cold_only_ranks(
     user_vectors: np.ndarray,
     item_vectors: np.ndarray,
     examples: Examples,
     cold_items: np.ndarray,
-    ks: Sequence[int],
     mask_history: bool,
-) -> dict[str, np.ndarray]:
-    """Per-user metrics of `examples` (all with cold targets) ranked among `cold_items` only."""
+) -> TargetRanks:
+    """Ranks of `examples`' targets (all cold) among `cold_items` only."""
     cold_items = np.asarray(cold_items, dtype=np.int64)
     position = np.full(len(item_vectors), -1, dtype=np.int64)
     position[cold_items] = np.arange(len(cold_items))
     targets = position[examples.targets]
     if (targets < 0).any():
-        raise ValueError("cold_only_ranks_metrics: every target must be a cold item")
+        raise ValueError("cold_only_ranks: every target must be a cold item")
     exclude = None
     if mask_history:  # histories hold no cold item after stripping; kept general
         exclude = [position[h][position[h] >= 0] for h in examples.histories]
-    ranks = rank_targets(user_vectors, item_vectors[cold_items], targets, exclude)
-    return per_user_metrics(ranks, ks)
+    return rank_targets(user_vectors, item_vectors[cold_items], targets, exclude)
+
+
+@dataclass
+class ColdSegments:
+    """The segments (JSON-able summaries) and the cold-only per-user ranks (for paired tests)."""
+
+    segments: dict[str, dict[str, Any]]
+    cold_only_user_ids: list[str]
+    cold_only_ranks: TargetRanks
 
 
 def cold_item_segments(
@@ -79,7 +87,7 @@ def cold_item_segments(
     mask_history: bool = True,
     bootstrap: int = 1000,
     seed: int = 0,
-) -> dict[str, dict[str, Any]]:
+) -> ColdSegments:
     """The three segments above; `per_user_full` are the full-catalog per-user metrics."""
     num_items = len(item_vectors)
     is_cold = np.zeros(num_items, dtype=bool)
@@ -91,16 +99,14 @@ def cold_item_segments(
             {m: v[mask] for m, v in per_user_full.items()}, num_items, bootstrap, seed
         )
     chosen = np.flatnonzero(cold_target)
-    cold_only = cold_only_ranks_metrics(
-        user_vectors[chosen],
-        item_vectors,
-        examples.subset(chosen),
-        cold_items,
-        ks,
-        mask_history,
+    cold_examples = examples.subset(chosen)
+    ranks = cold_only_ranks(
+        user_vectors[chosen], item_vectors, cold_examples, cold_items, mask_history
     )
-    out["cold_target/cold_only"] = _summary(cold_only, int(is_cold.sum()), bootstrap, seed)
-    return out
+    out["cold_target/cold_only"] = _summary(
+        per_user_metrics(ranks, ks), int(is_cold.sum()), bootstrap, seed
+    )
+    return ColdSegments(out, list(cold_examples.user_ids), ranks)
 
 
 def cold_segments_markdown(segments: dict[str, dict[str, Any]]) -> str:

@@ -55,6 +55,9 @@ class EvalResult:
     settings: dict[str, Any] = field(default_factory=dict)
     cold_items: dict[str, dict[str, Any]] = field(default_factory=dict)
     """New-item segments (`karma.eval.cold`), empty when the dataset has no cold items."""
+    cold_only_user_ids: list[str] = field(default_factory=list)
+    cold_only_ranks: TargetRanks | None = None
+    """Ranks of the cold-target users among the cold items alone (None without cold items)."""
 
     def to_dict(self, with_ranks: bool = False) -> dict[str, Any]:
         """Plain JSON-able data; per-user ranks only when asked (they are large)."""
@@ -75,6 +78,12 @@ class EvalResult:
                 "user_id": self.user_ids,
                 "greater": self.ranks.greater.tolist(),
                 "ties": self.ranks.ties.tolist(),
+            }
+        if with_ranks and self.cold_only_ranks is not None:
+            out["cold_only_per_user"] = {
+                "user_id": self.cold_only_user_ids,
+                "greater": self.cold_only_ranks.greater.tolist(),
+                "ties": self.cold_only_ranks.ties.tolist(),
             }
         return out
 
@@ -252,9 +261,9 @@ def evaluate(
                     segment_metrics[seg][name] = (
                         float(values.mean()) if len(values) else float("nan")
                     )
-    cold_segments: dict[str, dict[str, Any]] = {}
+    cold = None
     if segments and len(dataset.cold_items):
-        cold_segments = cold_item_segments(
+        cold = cold_item_segments(
             per_user, users, items, examples, dataset.cold_items, ks, mask_history, bootstrap, seed
         )
     return EvalResult(
@@ -277,5 +286,7 @@ def evaluate(
             "short_history": short_history,
             "ties": "expected value under uniformly random tie-breaking",
         },
-        cold_items=cold_segments,
+        cold_items=cold.segments if cold else {},
+        cold_only_user_ids=cold.cold_only_user_ids if cold else [],
+        cold_only_ranks=cold.cold_only_ranks if cold else None,
     )
