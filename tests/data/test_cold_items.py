@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from karma.cli import main
 from karma.data.cold import choose_cold_items, stratum_quotas, strip_cold_interactions
 from karma.data.config import PrepareConfig
 from karma.data.dataset import PreparedDataset
@@ -153,3 +154,17 @@ def test_without_cold_items_nothing_changes() -> None:
 def test_cold_fraction_is_validated(value: float) -> None:
     with pytest.raises(ValueError, match="cold_items"):
         PrepareConfig(cold_items=value)
+
+
+def test_cli_prepare_cold_items(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "t.csv"
+    _raw().interactions[["user_id", "item_id", "timestamp", "event"]].to_csv(source, index=False)
+    args = ["data", "prepare", str(source), "--map", "event=event", "--out", str(tmp_path / "ds")]
+    code = main([*args, "--cold-items", "0.34", "--cold-strata", "3", "--seed", "1"])
+    assert code == 0
+    assert "cold items: 1 (1 training clicks removed)" in capsys.readouterr().out
+    ds = PreparedDataset(tmp_path / "ds")
+    assert ds.manifest["cold_items"]["item_ids"] == ["c"]
+    assert ds.manifest["preprocessing"]["cold_items"] == 0.34
+    bad = main([*args, "--overwrite", "--cold-items", "1.5"])
+    assert bad == 2 and "cold_items" in capsys.readouterr().err
