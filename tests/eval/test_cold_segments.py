@@ -10,6 +10,7 @@ import pytest
 
 from karma.baselines.popularity import PopularityRetriever
 from karma.data.dataset import Examples, PreparedDataset
+from karma.eval.cold import flat_cold_metrics
 from karma.eval.evaluate import evaluate
 from karma.eval.synthetic import write_leave_one_out
 
@@ -75,3 +76,13 @@ def test_no_cold_items_no_segments(tmp_path: Path) -> None:
     result = evaluate(FixedScores(), ds, "test", ks=(1,), bootstrap=0)
     assert result.cold_items == {}
     assert "cold_items" not in result.to_dict()
+
+
+def test_flat_cold_metrics_for_grid_tables(cold_dataset: PreparedDataset) -> None:
+    result = evaluate(FixedScores(), cold_dataset, "test", ks=(1, 10), bootstrap=0)
+    flat = flat_cold_metrics(result.cold_items, ("hr@1",))
+    assert flat == {
+        "cold_target/full_catalog/hr@1": 0.0,
+        "warm_target/full_catalog/hr@1": 1.0,
+        "cold_target/cold_only/hr@1": 0.5,
+    }

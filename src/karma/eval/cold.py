@@ -128,3 +128,15 @@ def cold_segments_markdown(segments: dict[str, dict[str, Any]]) -> str:
             f"| {seg} | {values['candidates']} | {values['users']} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines) + "\n"
+
+
+def flat_cold_metrics(
+    segments: dict[str, dict[str, Any]], names: Sequence[str] = ("hr@10", "hr@200", "ndcg@10")
+) -> dict[str, float]:
+    """`{"cold_target/cold_only/hr@10": value, ...}`: the segments as flat columns (grid CSVs)."""
+    return {
+        f"{segment}/{name}": float(values["metrics"][name])
+        for segment, values in segments.items()
+        for name in names
+        if name in values["metrics"]
+    }

@@ -18,6 +18,7 @@ import numpy as np
 
 from karma.config import load_config
 from karma.data.dataset import PreparedDataset
+from karma.eval.cold import flat_cold_metrics
 from karma.eval.evaluate import EvalResult, evaluate
 from karma.eval.metrics import TargetRanks
 from karma.eval.retriever import Retriever
@@ -116,9 +117,8 @@ def _run_result(
     name: str, seed: int, result: EvalResult, diagnostics: dict[str, float], seconds: float
 ) -> RunResult:
     assert result.ranks is not None
-    return RunResult(
-        name, seed, result.metrics, result.user_ids, result.ranks, diagnostics, seconds
-    )
+    metrics = {**result.metrics, **flat_cold_metrics(result.cold_items)}  # new-item segments
+    return RunResult(name, seed, metrics, result.user_ids, result.ranks, diagnostics, seconds)
 
 
 def train_retriever(
