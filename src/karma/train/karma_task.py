@@ -131,7 +131,9 @@ class KarmaTask:
         )
         self.head_lr = model.encoder.head_lr
         self.model = KarmaModel(
-            encoder, ActionLoss(action, ds.train_item_counts()), *self._knowledge_modules(encoder)
+            encoder,
+            ActionLoss(action, ds.train_item_counts(), ds.trainable_items),
+            *self._knowledge_modules(encoder),
         )
         self._users = self._training_users()
         self._valid: Examples | None = None
@@ -154,6 +156,7 @@ class KarmaTask:
             config.target_text_tokens,
             features,
             config.standardize_features,
+            self.dataset.trainable_items,
         )
         feature_dim = int(features.shape[1]) if features is not None else None
         objectives = build_knowledge_objectives(
