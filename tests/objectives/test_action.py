@@ -134,3 +134,37 @@ def test_full_softmax_matches_hand_computed_cross_entropy() -> None:
     row1 = -2.0 + math.log(math.exp(0) + math.exp(2) + math.exp(1.6))
     assert out.loss.item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
     assert out.parts["candidates"] == 3 and out.parts["action_accuracy"] == pytest.approx(0.5)
+
+
+def test_full_softmax_ignores_cold_items() -> None:
+    # Item 2 is cold: logit -inf, so row 0's loss is -log softmax([1, 0])[0] = log(1 + e^-1)
+    # whatever item 2's embedding, and it gets no gradient.
+    loss_fn = ActionLoss(
+        ActionConfig(temperature=1.0, negatives="full"),
+        np.array([5, 1, 0]),
+        trainable_items=np.array([True, True, False]),
+    )
+    users = torch.tensor([[1.0, 0.0]])
+    for cold_row in ([1.0, 0.0], [0.0, -1.0], [5.0, 5.0]):
+        catalog = torch.tensor([[1.0, 0.0], [0.0, 1.0], cold_row], requires_grad=True)
+        out = loss_fn.full_softmax(users, catalog, torch.tensor([0]))
+        assert out.loss.item() == pytest.approx(math.log(1 + math.exp(-1)), abs=1e-6)
+        out.loss.backward()
+        assert catalog.grad is not None and catalog.grad[2].abs().sum() == 0
+    unmasked = make_loss([5, 1, 0], negatives="full")
+    catalog = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    out = unmasked.full_softmax(users, catalog, torch.tensor([0]))
+    assert out.loss.item() == pytest.approx(math.log(1 + math.exp(-1) + 1), abs=1e-6)
+
+
+def test_sampler_never_draws_cold_items() -> None:
+    # popularity, alpha 1: (counts + 1) = [2, 4, 6] with item 2 cold -> [2, 4, 0] / 6.
+    sampler = NegativeSampler(np.array([1, 3, 5]), "popularity", 1.0, np.array([1, 1, 0], bool))
+    assert sampler.probs.tolist() == pytest.approx([1 / 3, 2 / 3, 0.0])
+    uniform = NegativeSampler(np.array([1, 3, 5]), "uniform", 0.0, np.array([0, 1, 1], bool))
+    assert uniform.probs.tolist() == pytest.approx([0.0, 0.5, 0.5])
+    loss_fn = ActionLoss(
+        ActionConfig(num_negatives=500), np.array([9, 0, 9, 0]), np.array([1, 0, 1, 0], bool)
+    )
+    drawn = loss_fn.sample_negatives(torch.Generator().manual_seed(0))
+    assert set(drawn.tolist()) == {0, 2}

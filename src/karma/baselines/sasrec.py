@@ -8,6 +8,10 @@ item embeddings tied, so the retriever is `user = h_last`, `item = E[item]`, sco
 
 Sequences are right-padded, so with a causal mask a real position never attends to padding.
 Item index i (dataset row) is embedding row i + 1; row 0 is padding.
+
+On a new-item (cold) split the cold items get logit -inf in the training softmax: they are never
+negatives, so their embeddings keep their seeded initial values, which is all an ID model can
+score a never-seen item with.
 """
 
 from __future__ import annotations
@@ -232,6 +236,11 @@ class SASRecTask:
                 f"{dataset.root}: no user has two training clicks; SASRec cannot train"
             )
         self.valid_examples = dataset.examples("valid")
+        trainable = dataset.trainable_items
+        # (N,) bool, True = cold item (never a candidate in training); None when there is none.
+        self.untrainable = (
+            torch.as_tensor(~trainable, device=self.device) if not trainable.all() else None
+        )
 
     def num_batches(self, epoch: int) -> int:
         return -(-len(self.sequences) // self.config.batch_size)
@@ -252,6 +261,8 @@ class SASRecTask:
         hidden = self.model(inputs)  # (B, T, D)
         real = labels != PAD
         logits = hidden[real] @ self.model.catalog_embeddings().T  # (M, N)
+        if self.untrainable is not None:
+            logits = logits.masked_fill(self.untrainable.to(device)[None, :], float("-inf"))
         loss = F.cross_entropy(logits, labels[real] - 1)
         return LossOutput(loss, {"ce": float(loss.detach())})
 

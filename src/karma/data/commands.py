@@ -58,6 +58,10 @@ def register(subparsers: Any) -> None:
     prepare.add_argument(
         "--keep-unused-items", action="store_true", default=None, help=docs["keep_unused_items"]
     )
+    prepare.add_argument(
+        "--cold-items", type=float, metavar="FRACTION", help=docs["cold_items"] + " Default 0."
+    )
+    prepare.add_argument("--cold-strata", type=int, help=docs["cold_strata"] + " Default 10.")
     prepare.set_defaults(func=prepare_command)
 
     stats = commands.add_parser("stats", help="counts, sparsity and history lengths of a dataset")
@@ -96,6 +100,8 @@ def _prepare_config(args: argparse.Namespace) -> Any:
         "seed": args.seed,
         "unknown_items": args.unknown_items,
         "keep_unused_items": args.keep_unused_items,
+        "cold_items": args.cold_items,
+        "cold_strata": args.cold_strata,
     }
     return from_dict(PrepareConfig, {k: v for k, v in options.items() if v is not None})
 
@@ -123,6 +129,12 @@ def prepare_command(args: argparse.Namespace) -> int:
         f"{manifest['name']}: {counts['users']:,} users, {counts['items']:,} items, "
         f"{counts['interactions']:,} interactions ({manifest['split']['protocol']}) -> {args.out}"
     )
+    cold = manifest.get("cold_items")
+    if cold:
+        print(
+            f"cold items: {cold['count']:,} ({cold['training_clicks_removed']:,} training clicks "
+            f"removed); cold targets: {cold['valid_targets']:,} valid, {cold['test_targets']:,} test"
+        )
     return 0
 
 

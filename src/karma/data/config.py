@@ -32,11 +32,17 @@ class PrepareConfig:
     query_words: int = 4
     """Synthetic queries: at most this many category words (seeded random subset; 0 = all)."""
     seed: int = 0
-    """Seed of the synthetic query draw."""
+    """Seed of the synthetic query draw and of the cold-item draw."""
     unknown_items: Literal["error", "drop"] = "error"
     """Interactions naming items missing from the item table: stop with an error, or drop them."""
     keep_unused_items: bool = False
     """Keep items that no remaining interaction names (default: drop them)."""
+    cold_items: float = 0.0
+    """New-item protocol: this fraction of the catalog (seeded, stratified by training clicks)
+    loses every interaction except its users' valid/test target clicks (0 = off)."""
+    cold_strata: int = 10
+    """Cold items: popularity strata (equal-size buckets of items sorted by training clicks), each
+    contributing its share of cold items, so cold items are not all tail items."""
 
     def __post_init__(self) -> None:
         if self.split not in ("leave-one-out", "time"):
@@ -59,5 +65,9 @@ class PrepareConfig:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.queries not in ("auto", "synth", "none", "column"):
             raise ValueError(f"queries: {self.queries!r} is not auto, synth, none or column")
+        if not 0.0 <= self.cold_items < 1.0:
+            raise ValueError(f"cold_items: must be in [0, 1), got {self.cold_items}")
+        if self.cold_strata < 1:
+            raise ValueError(f"cold_strata: must be >= 1, got {self.cold_strata}")
         if self.unknown_items not in ("error", "drop"):
             raise ValueError(f"unknown_items: {self.unknown_items!r} is not error or drop")

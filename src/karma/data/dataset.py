@@ -7,6 +7,12 @@ into what training and evaluation consume:
 - `examples(split)`: one example per user that has a `split` click: the target is that user's first
   click in `split`, the history is every click before it (so for leave-one-out the validation
   history is the training part, and the test history is training + validation).
+
+Datasets prepared with the new-item protocol (`karma data prepare --cold-items`, see
+`karma.data.cold`) list their cold items in the manifest (`cold_items`). A cold item is never in a
+history: `examples` strips it (a user's cold validation target would otherwise enter the test
+history), and a user whose history is empty after that has no example. `trainable_items` is the
+(N,) mask training objectives use so a cold item is never a negative either.
 """
 
 from __future__ import annotations
@@ -86,6 +92,22 @@ class PreparedDataset:
         return str(self.manifest.get("name", self.root.name))
 
     @cached_property
+    def cold_items(self) -> np.ndarray:
+        """(C,) int64 sorted indices of the cold items (empty without the new-item protocol)."""
+        ids = (self.manifest.get("cold_items") or {}).get("item_ids", [])
+        missing = [i for i in ids if str(i) not in self.item_index]
+        if missing:
+            raise DataError(f"{self.root}: manifest names cold item {missing[0]!r}, not an item")
+        return np.sort(np.array([self.item_index[str(i)] for i in ids], dtype=np.int64))
+
+    @cached_property
+    def trainable_items(self) -> np.ndarray:
+        """(N,) bool: items that exist while training (every item but the cold ones)."""
+        mask = np.ones(self.num_items, dtype=bool)
+        mask[self.cold_items] = False
+        return mask
+
+    @cached_property
     def titles(self) -> list[str]:
         return self.items["title"].fillna("").astype(str).tolist()
 
@@ -149,17 +171,25 @@ class PreparedDataset:
         return out
 
     def examples(self, split: Split) -> Examples:
-        """History -> target examples for `split` (first click of the user in that split)."""
+        """History -> target examples for `split` (first click of the user in that split).
+
+        Cold items are removed from the histories; a user with no history left is skipped.
+        """
         user_ids, histories, targets, queries = [], [], [], []
+        warm = self.trainable_items
+        strip = not warm.all()
         for s in self.sequences:
             positions = np.flatnonzero(s.splits == split)
             if len(positions) == 0:
                 continue
             t = int(positions[0])
-            if t == 0:
+            history = s.items[:t]
+            if strip:
+                history = history[warm[history]]
+            if len(history) == 0:
                 continue  # no history to condition on
             user_ids.append(s.user_id)
-            histories.append(s.items[:t])
+            histories.append(history)
             targets.append(s.items[t])
             queries.append(s.queries[t])
         return Examples(user_ids, histories, np.asarray(targets, dtype=np.int64), queries)

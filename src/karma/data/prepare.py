@@ -143,7 +143,7 @@ def build_manifest(
         **{f"{s}_clicks": int((clicks["split"] == s).sum()) for s in schema.SPLITS},
         "queries": int(inter["query"].notna().sum()),
     }
-    return {
+    manifest = {
         "name": raw.name,
         "source": raw.source,
         "inputs": {str(p): sha256_of(p) for p in raw.input_files},
@@ -156,6 +156,10 @@ def build_manifest(
         "text_attributes": list(raw.text_attributes),
         "features": {},
     }
+    cold = report.pop("cold", None)
+    if cold is not None:
+        manifest["cold_items"] = cold
+    return manifest
 
 
 def prepare_dataset(

@@ -12,7 +12,10 @@ The steps, in order (all vectorised with numpy / pandas):
    global time split (cut points from click fractions, or given timestamps). An exposure takes the
    split of the next click of its user (the click it was shown with), `test` after the last click;
 6. items with no remaining interaction are dropped (unless `keep_unused_items`);
-7. queries: given (`column`), synthesized from category words (`synth`), or none.
+7. cold items (`cold_items > 0`, see `karma.data.cold`): a stratified fraction of the remaining
+   items loses every interaction except its users' first valid / test clicks (the split is made
+   first; the cold items stay in the item table);
+8. queries: given (`column`), synthesized from category words (`synth`), or none.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from karma.data import schema
+from karma.data.cold import apply_cold_protocol
 from karma.data.config import PrepareConfig
 from karma.data.queries import queries_from_column, synthesize_queries
 from karma.data.raw import RawData, check_raw, items_from_ids
@@ -122,6 +126,11 @@ def prepare_tables(
     if not config.keep_unused_items:
         items = items[used]
     items = items.reset_index(drop=True)
+    cold: dict[str, Any] | None = None
+    if config.cold_items > 0:
+        inter, cold = apply_cold_protocol(
+            items, inter, config.cold_items, config.seed, config.cold_strata
+        )
 
     mode = config.queries
     has_column = inter["query"].notna().any()
@@ -153,10 +162,13 @@ def prepare_tables(
         "removed": {
             "duplicates": int(duplicates),
             "unknown_item_interactions": int(unknown_dropped),
-            "filtered_interactions": int(before - duplicates - len(inter)),
+            "filtered_interactions": int(
+                before - duplicates - len(inter) - (cold["removed_interactions"] if cold else 0)
+            ),
             "filter_rounds": int(rounds),
             "unused_items": int((~used).sum()) if not config.keep_unused_items else 0,
         },
         "items_with_interactions": int(used.sum()),
+        "cold": cold,
     }
     return items, inter, report

@@ -41,7 +41,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "run_dir", type=Path, help="run directory (`karma train` output, or one with run.json)"
     )
-    parser.add_argument("--users", type=int, default=500, help="number of users (seeded sample)")
+    parser.add_argument(
+        "--users", type=int, default=500, help="users for the attention diagnostics (seeded sample)"
+    )
+    parser.add_argument(
+        "--probe-users",
+        type=int,
+        default=2000,
+        help="users for the fidelity probes (seeded sample; 500 of them held out where possible)",
+    )
     parser.add_argument("--split", choices=("valid", "test"), default="test", help="examples split")
     parser.add_argument(
         "--layers",
@@ -134,8 +142,10 @@ def diagnose_run(
     batch_size: int = 8,
     width: int | None = None,
     seed: int = 0,
+    probe_examples: Examples | None = None,
 ) -> RunDiagnostics:
-    """Attention summary (KARMA runs) and fidelity probes for one run on `examples`."""
+    """Attention summary (KARMA runs) on `examples` and fidelity probes on `probe_examples`
+    (default: the same examples)."""
     from karma.diagnostics.attention import collect_readout_attention
     from karma.diagnostics.metrics import summarize
     from karma.diagnostics.probes import ProbeConfig, semantic_fidelity
@@ -149,8 +159,10 @@ def diagnose_run(
         result.summary = summarize(result.attention, width)
     else:
         result.notes.append(f"{type(retriever).__name__} has no LLM encoder: no attention metrics")
-    embeddings = retriever.user_vectors(examples)  # (U, e)
-    targets = examples.targets
+    if probe_examples is None:
+        probe_examples = examples
+    embeddings = retriever.user_vectors(probe_examples)  # (U, e)
+    targets = probe_examples.targets
     try:
         _, matrix = dataset.features(features)
         target_features = matrix[targets]
@@ -251,10 +263,12 @@ def diagnose_command(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.users < 2:
         raise ConfigError(f"--users: need at least 2 users, got {args.users}")
+    if args.probe_users < 2:
+        raise ConfigError(f"--probe-users: need at least 2 users, got {args.probe_users}")
     run_dirs = [args.run_dir] + ([args.compare] if args.compare else [])
     results: list[RunDiagnostics] = []
     data: Path | None = args.data
-    dataset = examples = None
+    dataset = examples = probe_examples = None
     for run_dir in run_dirs:  # one model in memory at a time
         run = load_run(run_dir)
         if data is None:
@@ -266,10 +280,19 @@ def diagnose_command(args: argparse.Namespace) -> int:
             )
         if dataset is None or examples is None:
             dataset = PreparedDataset(data)
-            examples = sample_examples(dataset.examples(args.split), args.users, args.seed)
+            split_examples = dataset.examples(args.split)
+            examples = sample_examples(split_examples, args.users, args.seed)
+            probe_examples = sample_examples(split_examples, args.probe_users, args.seed)
         log.info("diagnosing %s on %d %s users", run_dir, len(examples), args.split)
         result = diagnose_run(
-            run, dataset, examples, args.features, args.batch_size, args.width, args.seed
+            run,
+            dataset,
+            examples,
+            args.features,
+            args.batch_size,
+            args.width,
+            args.seed,
+            probe_examples,
         )
         del run
         layers = result.attention.num_layers if result.attention is not None else None
@@ -285,6 +308,7 @@ def diagnose_command(args: argparse.Namespace) -> int:
         "data": str(data),
         "split": args.split,
         "users": len(examples) if examples is not None else 0,
+        "probe_users": len(probe_examples) if probe_examples is not None else 0,
         "seed": args.seed,
         "runs": [str(run_dir) for run_dir in run_dirs],
     }

@@ -1,15 +1,26 @@
 """Semantic fidelity of interest embeddings: how much of the target's meaning a probe recovers.
 
 Every model's user-embedding matrix `E (U, e)` goes through the same three frozen-embedding probes,
-each trained on a seeded split of users and scored on the held-out users:
+each trained on a seeded split of users and scored on the held-out users (at least
+`min_held_out_users`, 500 by default, where the sample allows):
 
 - `category_probe`: multi-label logistic regression over the target item's categories;
 - `title_probe`: a one-layer GRU decoder conditioned on `E` that reconstructs the target's title
   words (token accuracy, perplexity), next to the same decoder given no embedding (the floor);
-- `text_alignment`: held-out cosine between a least-squares linear map of `E` and the target's
-  text features (or `E` itself when the two share a space and `fit_map=False`).
+- `text_alignment`: a ridge map of `E` onto the target's text features, scored by the centered
+  cosine and by a retrieval AUC (is the user's own target text closer than other users'?).
 
-Embeddings are standardized with train-split statistics so the probes' step sizes fit any model.
+Embeddings are standardized with train-split statistics so the probes' step sizes fit any model;
+a dimension that is constant on the training users becomes 0.
+
+Controls. A constant `E` (the popularity baseline's user vector) carries no information about the
+target, and every score reports its chance level next to it: `chance_top1`, `chance_micro_f1`
+(the training prior, thresholded), `macro_auc` 0.5, `unconditional_*` for the title decoder,
+`cosine` 0 and `retrieval_auc` 0.5 for the text features. A constant vector scores *exactly*
+those (its standardized `E` is 0, so each probe falls back to its prior). Text features are
+centered on the training users' mean before any cosine: MiniLM-style features all share a large
+common direction, and an uncentered cosine rewarded predicting that mean direction (a constant
+vector's 0.563 on ml-100k beat every informative model).
 """
 
 from __future__ import annotations
@@ -42,10 +53,18 @@ class ProbeConfig:
     """L2 penalty of the category probe (and ridge of the linear text map)."""
     max_title_words: int = 16
     """Title words decoded per target (longer titles are cut)."""
+    min_held_out_users: int = 500
+    """Hold out at least this many users (more than 1 - train_fraction would) as long as
+    `min_fit_users` remain to fit the probes on."""
+    min_fit_users: int = 200
+    """Users always left to fit the probes on when `min_held_out_users` raises the held-out set."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.train_fraction < 1.0:
             raise ValueError(f"train_fraction: must be in (0, 1), got {self.train_fraction}")
+        for name in ("min_held_out_users", "min_fit_users"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         for name in ("category_steps", "title_epochs", "max_title_words"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
@@ -65,19 +84,61 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def split_users(num_users: int, train_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded permutation cut into (train, held-out) user indices, both non-empty."""
+def held_out_count(num_users: int, config: ProbeConfig) -> int:
+    """Users held out: `1 - train_fraction` of them, raised to `min_held_out_users` while
+    `min_fit_users` remain for fitting (943 users -> 500 held out, 443 fitted)."""
+    share = round(num_users * (1.0 - config.train_fraction))
+    raised = min(config.min_held_out_users, num_users - config.min_fit_users)
+    return max(share, raised)
+
+
+def split_users(
+    num_users: int, train_fraction: float, seed: int, held_out: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded permutation cut into (train, held-out) user indices, both non-empty.
+
+    `held_out` users are held out when given, else `1 - train_fraction` of them.
+    """
     if num_users < 2:
         raise ValueError(f"num_users: need at least 2 users to hold some out, got {num_users}")
     order = np.random.default_rng(seed).permutation(num_users)
-    cut = min(max(1, round(num_users * train_fraction)), num_users - 1)
+    cut = num_users - held_out if held_out is not None else round(num_users * train_fraction)
+    cut = min(max(1, cut), num_users - 1)
     return np.sort(order[:cut]), np.sort(order[cut:])
 
 
+def probe_split(num_users: int, config: ProbeConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The (fit, held-out) users every probe uses."""
+    return split_users(
+        num_users, config.train_fraction, config.seed, held_out_count(num_users, config)
+    )
+
+
 def _standardize(embeddings: np.ndarray, train: np.ndarray) -> torch.Tensor:
+    """Z-score with the training users' statistics; a dimension constant on them becomes 0."""
     x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
-    mean, std = x[train].mean(0), x[train].std(0).clamp_min(1e-6)
-    return (x - mean) / std
+    mean, std = x[train].mean(0), x[train].std(0)
+    varies = std > 1e-6 * x[train].abs().amax(0).clamp_min(1.0)
+    return torch.where(varies, (x - mean) / std.clamp_min(1e-12), torch.zeros_like(x))
+
+
+def binary_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """ROC AUC = P(score(pos) > score(neg)) + 0.5 P(equal); NaN without both classes."""
+    pos, neg = scores[labels], scores[~labels]
+    if len(pos) == 0 or len(neg) == 0:
+        return math.nan
+    greater = (pos[:, None] > neg[None, :]).double().mean()
+    equal = (pos[:, None] == neg[None, :]).double().mean()
+    return float(greater + 0.5 * equal)
+
+
+def _micro_f1(predicted: torch.Tensor, truth: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """(micro F1, (C,) per-category F1) of boolean (U, C) predictions."""
+    tp = (predicted & truth).sum(0).double()  # (C,)
+    fp = (predicted & ~truth).sum(0).double()
+    fn = (~predicted & truth).sum(0).double()
+    micro = 2 * tp.sum() / (2 * tp.sum() + fp.sum() + fn.sum()).clamp_min(1)
+    return float(micro), 2 * tp / (2 * tp + fp + fn).clamp_min(1)
 
 
 def category_probe(
@@ -87,11 +148,14 @@ def category_probe(
 
     Held-out scores: `top1_accuracy` (the highest-scoring category is one of the target's),
     `micro_f1` and `macro_f1` at threshold 0.5 (macro over categories present in the held-out
-    users), and `chance_top1` (always guessing the most frequent training category).
+    users), and `macro_auc` (mean per-category ROC AUC over categories with positive and negative
+    held-out users; threshold-free, 0.5 = chance). Chance levels, from the training prior alone
+    (what a constant `E` reduces the probe to): `chance_top1` (always the most frequent training
+    category) and `chance_micro_f1` (every category with training frequency > 0.5, for everyone).
     """
     config = config or ProbeConfig()
     torch.manual_seed(config.seed)
-    train, test = split_users(len(embeddings), config.train_fraction, config.seed)
+    train, test = probe_split(len(embeddings), config)
     x = _standardize(embeddings, train)  # (U, e)
     y = torch.as_tensor(np.asarray(labels, dtype=np.float32))  # (U, C)
     probe = nn.Linear(x.shape[1], y.shape[1])
@@ -105,19 +169,21 @@ def category_probe(
         logits = probe(x[test])  # (U_test, C)
     truth = y[test].bool()
     top1 = truth.gather(1, logits.argmax(1, keepdim=True)).float().mean()
-    most_frequent = int(y[train].sum(0).argmax())
-    predicted = logits > 0
-    tp = (predicted & truth).sum(0).float()  # (C,)
-    fp = (predicted & ~truth).sum(0).float()
-    fn = (~predicted & truth).sum(0).float()
-    micro = 2 * tp.sum() / (2 * tp.sum() + fp.sum() + fn.sum()).clamp_min(1)
+    frequency = y[train].mean(0)  # (C,) training prior
+    most_frequent = int(frequency.argmax())
+    micro, per_category = _micro_f1(logits > 0, truth)
+    prior = (frequency > 0.5)[None, :].expand_as(truth)
+    chance_micro, _ = _micro_f1(prior, truth)
     present = truth.any(0)
-    macro = (2 * tp / (2 * tp + fp + fn).clamp_min(1))[present].mean()
+    aucs = [binary_auc(logits[:, c], truth[:, c]) for c in range(truth.shape[1])]
+    aucs = [a for a in aucs if not math.isnan(a)]
     return {
         "top1_accuracy": float(top1),
-        "micro_f1": float(micro),
-        "macro_f1": float(macro) if present.any() else math.nan,
+        "micro_f1": micro,
+        "macro_f1": float(per_category[present].mean()) if present.any() else math.nan,
+        "macro_auc": float(np.mean(aucs)) if aucs else math.nan,
         "chance_top1": float(truth[:, most_frequent].float().mean()),
+        "chance_micro_f1": chance_micro,
         "num_test_users": len(test),
     }
 
@@ -225,7 +291,7 @@ def title_probe(
     replaced by zeros (`unconditional_*`): the gap is what `E` tells about the title.
     """
     config = config or ProbeConfig()
-    train, test = split_users(len(embeddings), config.train_fraction, config.seed)
+    train, test = probe_split(len(embeddings), config)
     vocab = TitleVocabulary([titles[i] for i in train])
     tokens = vocab.encode(titles, config.max_title_words)  # (U, T)
     x = _standardize(embeddings, train)  # (U, e)
@@ -238,41 +304,60 @@ def title_probe(
     return scores
 
 
+def retrieval_auc(predicted: torch.Tensor, truth: torch.Tensor) -> float:
+    """Mean over users u of P(cos(p_u, f_v) < cos(p_u, f_u)) over the other users v (ties 1/2).
+
+    Each user's own target text is ranked against the other users' target texts. For a constant
+    `p` the scores `c_v = cos(p, f_v)` are the same for every u, and summed over all ordered pairs
+    the wins and half-ties count each unordered pair exactly once: the mean is exactly 1/2.
+    """
+    num_users = len(predicted)
+    if num_users < 2:
+        return math.nan
+    scores = nn.functional.normalize(predicted, dim=1) @ nn.functional.normalize(truth, dim=1).T
+    own = scores.diagonal()[:, None]  # (U, 1)
+    other = ~torch.eye(num_users, dtype=torch.bool)
+    wins = ((scores < own).double() + 0.5 * (scores == own).double()) * other
+    return float(wins.sum() / other.sum())
+
+
 def text_alignment(
     embeddings: np.ndarray,
     target_features: np.ndarray,
     config: ProbeConfig | None = None,
     fit_map: bool = True,
 ) -> dict[str, float]:
-    """Held-out mean cosine between `E` (mapped) and the target items' text features `F (U, f)`.
+    """How well `E` predicts the target items' text features `F (U, f)`, on held-out users.
 
-    With `fit_map`, `W = argmin ||[E 1] W - F||² + λ||W||²` on train users (ridge, λ =
-    `weight_decay · U_train`) and the cosine is `cos([e_u 1] W, f_u)`; without it `E` and `F` must
-    share a dimension and the cosine is direct. `mean_feature_cosine` is the floor: the cosine of
-    the mean training feature vector with each held-out `f_u`.
+    `F` is centered on the training users' mean first (so the shared direction of all texts
+    counts for nothing). With `fit_map`, `W = argmin ||X W - F_c||² + λ||W||²` on train users
+    (ridge, λ = `weight_decay · U_train`, X = standardized `E`, both sides zero-mean so no bias);
+    without it `E` (centered) is compared directly and must share `F`'s dimension. Scores:
+    `cosine`, the mean centered cosine `cos(x_u W, f_u - mean)` (0 = chance: a constant `E`
+    predicts the zero vector), and `retrieval_auc` (see `retrieval_auc`; 0.5 = chance).
     """
     config = config or ProbeConfig()
-    train, test = split_users(len(embeddings), config.train_fraction, config.seed)
-    e = torch.as_tensor(np.asarray(embeddings, dtype=np.float64))
+    train, test = probe_split(len(embeddings), config)
     f = torch.as_tensor(np.asarray(target_features, dtype=np.float64))
+    f = f - f[train].mean(0)
     if fit_map:
-        x = torch.cat([_standardize(embeddings, train).double(), torch.ones(len(e), 1)], dim=1)
+        x = _standardize(embeddings, train).double()
         gram = x[train].T @ x[train]
         ridge = config.weight_decay * len(train) * torch.eye(gram.shape[0], dtype=gram.dtype)
-        mapping = torch.linalg.solve(gram + ridge, x[train].T @ f[train])  # (e + 1, f)
+        mapping = torch.linalg.solve(gram + ridge, x[train].T @ f[train])  # (e, f)
         predicted = x[test] @ mapping
     else:
+        e = torch.as_tensor(np.asarray(embeddings, dtype=np.float64))
         if e.shape[1] != f.shape[1]:
             raise ValueError(
                 f"target_features: dim {f.shape[1]} differs from the embeddings' {e.shape[1]}; "
                 "use fit_map=True"
             )
-        predicted = e[test]
+        predicted = (e - e[train].mean(0))[test]
     cosine = nn.functional.cosine_similarity(predicted, f[test], dim=1)
-    floor = nn.functional.cosine_similarity(f[train].mean(0, keepdim=True), f[test], dim=1)
     return {
         "cosine": float(cosine.mean()),
-        "mean_feature_cosine": float(floor.mean()),
+        "retrieval_auc": retrieval_auc(predicted, f[test]),
         "num_test_users": len(test),
     }
 

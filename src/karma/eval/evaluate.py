@@ -11,6 +11,9 @@ What is reported (`EvalResult`):
   `short_history` users (at most `short_history` history items);
 - ranking-stage `auc` (pooled over all users' positive/negative pairs) and `gauc` (mean of each
   user's AUC) of the target against `num_negatives` uniformly sampled non-history items per user.
+- on a new-item split (`dataset.cold_items` not empty): cold-target and warm-target segments over
+  the full catalog, and cold-target users ranked among the cold items alone, with CIs
+  (`karma.eval.cold`).
 
 Recommendation and personalised search differ only in whether `Examples.queries` are set; the
 retriever decides what to do with a query.
@@ -27,6 +30,8 @@ import numpy as np
 from scipy.stats import rankdata
 
 from karma.data.dataset import Examples, PreparedDataset, Split
+from karma.eval.bootstrap import bootstrap_ci
+from karma.eval.cold import cold_item_segments, cold_segments_markdown
 from karma.eval.metrics import DEFAULT_KS, TargetRanks, per_user_metrics
 from karma.eval.ranking import rank_targets
 from karma.eval.retriever import Retriever
@@ -48,6 +53,11 @@ class EvalResult:
     user_ids: list[str] = field(default_factory=list)
     ranks: TargetRanks | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    cold_items: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """New-item segments (`karma.eval.cold`), empty when the dataset has no cold items."""
+    cold_only_user_ids: list[str] = field(default_factory=list)
+    cold_only_ranks: TargetRanks | None = None
+    """Ranks of the cold-target users among the cold items alone (None without cold items)."""
 
     def to_dict(self, with_ranks: bool = False) -> dict[str, Any]:
         """Plain JSON-able data; per-user ranks only when asked (they are large)."""
@@ -61,11 +71,19 @@ class EvalResult:
             "segments": self.segments,
             "settings": self.settings,
         }
+        if self.cold_items:
+            out["cold_items"] = self.cold_items
         if with_ranks and self.ranks is not None:
             out["per_user"] = {
                 "user_id": self.user_ids,
                 "greater": self.ranks.greater.tolist(),
                 "ties": self.ranks.ties.tolist(),
+            }
+        if with_ranks and self.cold_only_ranks is not None:
+            out["cold_only_per_user"] = {
+                "user_id": self.cold_only_user_ids,
+                "greater": self.cold_only_ranks.greater.tolist(),
+                "ties": self.cold_only_ranks.ties.tolist(),
             }
         return out
 
@@ -94,6 +112,8 @@ class EvalResult:
             for seg, values in self.segments.items():
                 cells = " | ".join(f"{values.get(m, float('nan')):.4f}" for m in seg_names)
                 lines.append(f"| {seg} | {int(values['users'])} | {cells} |")
+        if self.cold_items:
+            lines += ["", cold_segments_markdown(self.cold_items).rstrip("\n")]
         return "\n".join(lines) + "\n"
 
 
@@ -110,30 +130,6 @@ def _nan_to_none(value: Any) -> Any:
 def _table_metrics() -> set[str]:
     names = {f"{m}@{k}" for m in ("hr", "ndcg") for k in DEFAULT_KS} | {"mrr", "auc", "gauc"}
     return names
-
-
-def bootstrap_ci(
-    values: dict[str, np.ndarray], resamples: int, seed: int, level: float = 0.95
-) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap CI of the mean of each per-user array (users resampled together)."""
-    if resamples <= 0 or not values:
-        return {}
-    names = list(values)
-    table = np.stack([values[n] for n in names], axis=1)  # (U, M)
-    num_users = len(table)
-    if num_users == 0:
-        return {}
-    rng = np.random.default_rng(seed)
-    means = []
-    # Resample-count weights instead of index arrays: (B, U) @ (U, M) per batch of resamples.
-    for start in range(0, resamples, 100):
-        batch = min(100, resamples - start)
-        counts = rng.multinomial(num_users, np.full(num_users, 1.0 / num_users), size=batch)
-        means.append(counts @ table / num_users)  # (B, M)
-    stacked = np.concatenate(means)  # (resamples, M)
-    tail = (1.0 - level) / 2.0 * 100.0
-    lo, hi = np.percentile(stacked, [tail, 100.0 - tail], axis=0)
-    return {n: (float(lo[i]), float(hi[i])) for i, n in enumerate(names)}
 
 
 def sample_negatives(
@@ -265,6 +261,11 @@ def evaluate(
                     segment_metrics[seg][name] = (
                         float(values.mean()) if len(values) else float("nan")
                     )
+    cold = None
+    if segments and len(dataset.cold_items):
+        cold = cold_item_segments(
+            per_user, users, items, examples, dataset.cold_items, ks, mask_history, bootstrap, seed
+        )
     return EvalResult(
         retriever=retriever.name,
         split=split,
@@ -285,4 +286,7 @@ def evaluate(
             "short_history": short_history,
             "ties": "expected value under uniformly random tie-breaking",
         },
+        cold_items=cold.segments if cold else {},
+        cold_only_user_ids=cold.cold_only_user_ids if cold else [],
+        cold_only_ranks=cold.cold_only_ranks if cold else None,
     )

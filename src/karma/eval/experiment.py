@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from karma.eval.evaluate import EvalResult, bootstrap_ci
+from karma.eval.bootstrap import bootstrap_ci
+from karma.eval.evaluate import EvalResult
 from karma.eval.metrics import TargetRanks, per_user_metrics
 
 

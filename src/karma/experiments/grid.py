@@ -75,7 +75,10 @@ class GridConfig:
     diagnostics: bool = True
     """add sink mass, barcode score and semantic fidelity columns"""
     diagnostic_users: int = 200
-    """users sampled for the diagnostics"""
+    """users sampled for the attention diagnostics"""
+    probe_users: int = 2000
+    """users sampled for the semantic-fidelity probes (at least 500 of them are held out where
+    the sample allows)"""
     time_budget_minutes: float | None = None
     """per-run training budget applied to karma runs (train.time_budget_minutes); null = configs decide"""
     threads: int | None = None
@@ -93,6 +96,8 @@ class GridConfig:
             raise ValueError(f"baseline: {self.baseline!r} is not one of the runs {names}")
         if self.diagnostic_users < 10:
             raise ValueError(f"diagnostic_users: need at least 10, got {self.diagnostic_users}")
+        if self.probe_users < 10:
+            raise ValueError(f"probe_users: need at least 10, got {self.probe_users}")
 
     @property
     def baseline_name(self) -> str:

@@ -15,7 +15,15 @@ from karma.experiments.grid import GridConfig
 from karma.experiments.runner import RunResult
 
 TABLE_METRICS = ("hr@10", "ndcg@10", "hr@50", "hr@200", "mrr")
-DIAGNOSTIC_COLUMNS = ("sink_mass", "barcode", "category_f1", "title_token_acc", "text_cosine")
+DIAGNOSTIC_COLUMNS = (
+    "sink_mass",
+    "barcode",
+    "category_f1",
+    "category_auc",
+    "title_token_acc",
+    "text_cosine",
+    "text_auc",
+)
 PAIRED_METRICS = ("hr@10", "hr@200")
 
 
@@ -72,7 +80,9 @@ def results_markdown(grid: GridConfig, results: list[RunResult]) -> str:
         f"items masked; seeds {grid.seeds} (mean ± std over seeds). Δ is the paired per-user "
         "difference (bootstrap 95% CI over users and seeds); a CI excluding 0 is significant. "
         "Diagnostics: last-layer sink mass and barcode score of the readout attention (LLM runs), "
-        "category micro-F1, title-probe token accuracy and text-feature cosine of the user vectors.",
+        "category micro-F1 and macro AUC (chance 0.5), title-probe token accuracy, and the "
+        "centered text-feature cosine (chance 0) and retrieval AUC (chance 0.5) of the user "
+        "vectors on held-out users.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

@@ -19,6 +19,7 @@ import numpy as np
 from karma.config import load_config
 from karma.data.dataset import PreparedDataset
 from karma.diagnostics.commands import LoadedRun, diagnose_run, sample_examples, write_report
+from karma.eval.cold import flat_cold_metrics
 from karma.eval.evaluate import EvalResult, evaluate
 from karma.eval.metrics import TargetRanks
 from karma.eval.retriever import Retriever
@@ -118,9 +119,8 @@ def _run_result(
     name: str, seed: int, result: EvalResult, diagnostics: dict[str, float], seconds: float
 ) -> RunResult:
     assert result.ranks is not None
-    return RunResult(
-        name, seed, result.metrics, result.user_ids, result.ranks, diagnostics, seconds
-    )
+    metrics = {**result.metrics, **flat_cold_metrics(result.cold_items)}  # new-item segments
+    return RunResult(name, seed, metrics, result.user_ids, result.ranks, diagnostics, seconds)
 
 
 def train_retriever(
@@ -147,9 +147,11 @@ def run_diagnostics(
     grid: GridConfig, retriever: Retriever, dataset: PreparedDataset, run_dir: Path, seed: int
 ) -> dict[str, float]:
     """Sink mass and barcode (LLM runs) and semantic fidelity (every run) as flat numbers."""
-    examples = sample_examples(dataset.examples(grid.split), grid.diagnostic_users, seed)
+    all_examples = dataset.examples(grid.split)
+    examples = sample_examples(all_examples, grid.diagnostic_users, seed)
+    probe_examples = sample_examples(all_examples, grid.probe_users, seed)
     run = LoadedRun(retriever.name, retriever, Path(dataset.root))
-    diagnosed = diagnose_run(run, dataset, examples, seed=seed)
+    diagnosed = diagnose_run(run, dataset, examples, seed=seed, probe_examples=probe_examples)
     write_report([diagnosed], run_dir / "diagnostics")
     return flat_diagnostics(diagnosed.summary, diagnosed.fidelity)
 
@@ -167,8 +169,10 @@ def flat_diagnostics(
                 out[key] = float(value)
     for probe, key, column in (
         ("category", "micro_f1", "category_f1"),
+        ("category", "macro_auc", "category_auc"),
         ("title", "token_accuracy", "title_token_acc"),
         ("text_alignment", "cosine", "text_cosine"),
+        ("text_alignment", "retrieval_auc", "text_auc"),
     ):
         value = fidelity.get(probe, {}).get(key)
         if value is not None:

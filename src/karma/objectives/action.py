@@ -11,6 +11,10 @@ logit, the positive's included. Candidates with the positive's item id are maske
 negatives), as are padded hard negatives (id < 0). Optional per-row hard negatives (exposed, not
 clicked) join the same softmax. Under torch.distributed the candidates of all ranks are gathered
 with gradient.
+
+Items outside `trainable_items` (the cold items of the new-item protocol) do not exist while
+training: the sampler never draws them and the full softmax gives them logit -inf, so they are
+never pushed down as negatives.
 """
 
 from __future__ import annotations
@@ -70,13 +74,20 @@ class ActionConfig:
 
 
 class NegativeSampler:
-    """Draws item ids from q(j) ∝ (count_j + 1) ** alpha (alpha = 0 for uniform)."""
+    """Draws item ids from q(j) ∝ (count_j + 1) ** alpha (alpha = 0 for uniform), over the
+    `trainable` items only (q = 0 elsewhere; default: every item)."""
 
     def __init__(
-        self, item_counts: np.ndarray, distribution: str = "popularity", alpha: float = 0.75
+        self,
+        item_counts: np.ndarray,
+        distribution: str = "popularity",
+        alpha: float = 0.75,
+        trainable: np.ndarray | None = None,
     ) -> None:
         counts = np.asarray(item_counts, dtype=np.float64)
         weights = np.ones_like(counts) if distribution == "uniform" else (counts + 1.0) ** alpha
+        if trainable is not None:
+            weights = weights * np.asarray(trainable, dtype=bool)
         self.probs = torch.as_tensor(weights / weights.sum(), dtype=torch.float64)  # (N,)
 
     def sample(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -118,10 +129,24 @@ def _label_cross_entropy(
 class ActionLoss(nn.Module):
     """Sampled softmax with logQ correction, false-negative masking and optional hard negatives."""
 
-    def __init__(self, config: ActionConfig, item_counts: np.ndarray) -> None:
+    def __init__(
+        self,
+        config: ActionConfig,
+        item_counts: np.ndarray,
+        trainable_items: np.ndarray | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
-        self.sampler = NegativeSampler(item_counts, config.sampler, config.sampler_alpha)
+        self.sampler = NegativeSampler(
+            item_counts, config.sampler, config.sampler_alpha, trainable_items
+        )
+        # (N,) bool or None: None = every item is a candidate (no mask to apply).
+        untrainable = (
+            torch.as_tensor(~np.asarray(trainable_items, dtype=bool))
+            if trainable_items is not None and not np.all(trainable_items)
+            else None
+        )
+        self.register_buffer("untrainable_items", untrainable, persistent=False)
         counts = torch.as_tensor(np.asarray(item_counts, dtype=np.float64) + 1.0)  # +1: no log(0)
         self.register_buffer("target_probs", (counts / counts.sum()).float(), persistent=False)
         self.register_buffer("sampler_probs", self.sampler.probs.float(), persistent=False)
@@ -146,14 +171,16 @@ class ActionLoss(nn.Module):
         catalog_embeddings: torch.Tensor,  # (N, e) every item's e_i
         target_ids: torch.Tensor,  # (B,) int64
     ) -> LossOutput:
-        """Exact softmax over the whole catalog: L = -log softmax_j(e_u·e_j / τ)[i+].
+        """Exact softmax over the trainable catalog: L = -log softmax_j(e_u·e_j / τ)[i+].
 
         Every item is a candidate exactly once, so there is no sampling bias to correct (no logQ)
-        and no false negative to mask.
+        and no false negative to mask; items outside `trainable_items` get logit -inf.
         """
         tau = self.temperature
         with torch.autocast(user_embeddings.device.type, enabled=False):
             logits = user_embeddings.float() @ catalog_embeddings.float().T / tau  # (B, N)
+            if self.untrainable_items is not None:
+                logits = logits.masked_fill(self.untrainable_items[None, :], float("-inf"))
         return _label_cross_entropy(logits, target_ids, tau)
 
     def forward(

@@ -37,8 +37,13 @@ def write_leave_one_out(
     queries: Sequence[Sequence[str | None]] | None = None,
     name: str = "synthetic",
     features: dict[str, np.ndarray] | None = None,
+    cold_items: Sequence[int] | None = None,
 ) -> Path:
-    """Write a prepared dataset where user u clicked `sequences[u]` (item indices) in order."""
+    """Write a prepared dataset where user u clicked `sequences[u]` (item indices) in order.
+
+    `cold_items` (item indices) are listed as the new-item protocol's cold items in the manifest;
+    the sequences must already keep them out of training (only as valid / test targets).
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     items = pd.DataFrame(
@@ -69,6 +74,8 @@ def write_leave_one_out(
         "num_users": len(sequences),
         "num_interactions": len(rows),
     }
+    if cold_items is not None:
+        manifest["cold_items"] = {"item_ids": [f"i{int(i)}" for i in cold_items]}
     if features:
         (root / schema.FEATURES_DIR).mkdir(exist_ok=True)
         for feature, matrix in features.items():

@@ -151,7 +151,9 @@ class KarmaTask:
         encoder = build_encoder(data, model, ds, seed)
         self.head_lr = model.encoder.head_lr
         self.model = KarmaModel(
-            encoder, ActionLoss(action, ds.train_item_counts()), *self._knowledge_modules(encoder)
+            encoder,
+            ActionLoss(action, ds.train_item_counts(), ds.trainable_items),
+            *self._knowledge_modules(encoder),
         )
         self._users = self._training_users()
         self._valid: Examples | None = None
@@ -174,6 +176,7 @@ class KarmaTask:
             config.target_text_tokens,
             features,
             config.standardize_features,
+            self.dataset.trainable_items,
         )
         feature_dim = int(features.shape[1]) if features is not None else None
         objectives = build_knowledge_objectives(

@@ -9,7 +9,8 @@ plain tensors; this module is the glue to the encoder's sequence layout:
   sequence ([INTEREST]) is used.
 - L_gen's prefix at a readout is the encoder's own LLM input up to that position (`prefixes_at`).
 - target text and features are looked up in catalog tables built once (`KnowledgeCatalog`).
-- warm-up's item-text loss reads random catalog items, so cold items align as well as popular ones.
+- warm-up's item-text loss reads random catalog items, so rarely clicked items align as well as
+  popular ones; the new-item protocol's cold items are left out (they do not exist while training).
 """
 
 from __future__ import annotations
@@ -36,9 +37,19 @@ class KnowledgeCatalog(nn.Module):
         max_tokens: int,
         features: np.ndarray | None = None,
         standardize_features: bool = True,
+        trainable_items: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         ids, mask = tokenize_item_texts(tokenizer, item_texts, max_tokens)
+        trainable = (
+            np.ones(len(item_texts), dtype=bool)
+            if trainable_items is None
+            else np.asarray(trainable_items, dtype=bool)
+        )
+        # (N_warm,) int64: the items the warm-up's item-text loss may draw.
+        self.register_buffer(
+            "trainable_ids", torch.from_numpy(np.flatnonzero(trainable)), persistent=False
+        )
         self.register_buffer("text_ids", ids, persistent=False)  # (N, Y) int64
         self.register_buffer("text_mask", mask, persistent=False)  # (N, Y) bool
         feature_tensor = (
@@ -73,10 +84,10 @@ def build_knowledge_batch(
     generator = torch.Generator().manual_seed(seed + 1)  # +1: not the negative sampler's stream
     out = KnowledgeBatch()
     if weights["item_text"] > 0:
-        items = torch.randint(
-            encoder.num_items, (config.warmup_items_per_batch,), generator=generator
+        draws = torch.randint(
+            len(catalog.trainable_ids), (config.warmup_items_per_batch,), generator=generator
         )
-        items = items.to(catalog.text_ids.device)
+        items = catalog.trainable_ids[draws.to(catalog.trainable_ids.device)]
         out.item_tokens = encoder.item_tokens(items)  # (K, d)
         out.item_text_ids, out.item_text_mask = catalog.text_ids[items], catalog.text_mask[items]
     if not (weights["generation"] > 0 or weights["reconstruction"] > 0 or weights["flow"] > 0):
