@@ -104,3 +104,15 @@ def test_released_after_an_exception(tmp_path: Path) -> None:
         [sys.executable, "-c", probe, str(tmp_path)], env=env, capture_output=True, text=True
     )
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_nonzero_distributed_ranks_leave_the_lock_to_rank_0(
+    holder: tuple[Path, subprocess.Popen[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir, proc = holder  # stands in for rank 0 of the same torchrun job
+    monkeypatch.setenv("RANK", "1")
+    with RunDirLock(run_dir):
+        pass
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(KarmaError, match=f"in use by pid {proc.pid} "):
+        RunDirLock(run_dir).__enter__()

@@ -8,7 +8,9 @@ or dies (SIGKILL included), so a crashed run leaves no stale lock: the `.lock` f
 it locks nothing and the next run takes it over.
 
 Re-entrant within one process (a training entry point called by another that already holds the
-directory's lock simply nests). POSIX only (fcntl).
+directory's lock simply nests). In a distributed launch (torchrun / `accelerate launch` set
+`RANK`), only global rank 0 takes the lock; the other ranks belong to the same training and
+write through rank 0. POSIX only (fcntl).
 
     with RunDirLock(config.output_dir):
         ...train...
@@ -40,6 +42,8 @@ class RunDirLock:
 
     def __enter__(self) -> RunDirLock:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if int(os.environ.get("RANK", "0") or 0) > 0:
+            return self  # a non-zero rank of a distributed job: rank 0 holds the lock
         key = self.run_dir.resolve()
         pid = os.getpid()
         held = _held.get(key)
@@ -68,7 +72,8 @@ class RunDirLock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._key is not None, "RunDirLock exited without entering"
+        if self._key is None:
+            return  # entered as a non-zero distributed rank
         pid, fd, depth = _held[self._key]
         if depth > 1:
             _held[self._key] = (pid, fd, depth - 1)
