@@ -52,10 +52,18 @@ def train_sasrec(
     progress: bool = True,
 ) -> SASRecRetriever:
     """Train with the `Trainer` into `run_dir`, keep the best validation weights, write run.json."""
+    from karma.train.lock import RunDirLock
+
+    with RunDirLock(run_dir):  # one training process per run directory
+        return _train_sasrec(dataset, config, Path(run_dir), resume, progress)
+
+
+def _train_sasrec(
+    dataset: PreparedDataset, config: SASRecConfig, run_dir: Path, resume: bool, progress: bool
+) -> SASRecRetriever:
     from karma.train.checkpoint import load_model_weights
     from karma.train.trainer import Trainer
 
-    run_dir = Path(run_dir)
     task = SASRecTask(dataset, config)
     summary = Trainer(
         trainer_config(config, task.num_batches(0), progress), task, run_dir, resume=resume

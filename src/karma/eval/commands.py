@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from karma.data.dataset import PreparedDataset
 
 
 def register(subparsers: Any) -> None:
@@ -94,11 +97,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_baseline(args: argparse.Namespace) -> int:
     from karma.data.dataset import PreparedDataset
+    from karma.train.lock import RunDirLock
+
+    dataset = PreparedDataset(args.data)
+    with RunDirLock(args.out):  # creates args.out; refuses a directory another process trains into
+        return _train_baseline(args, dataset)
+
+
+def _train_baseline(args: argparse.Namespace, dataset: PreparedDataset) -> int:
     from karma.errors import KarmaError
     from karma.eval.registry import write_run_info
 
-    dataset = PreparedDataset(args.data)
-    args.out.mkdir(parents=True, exist_ok=True)
     if args.kind == "popularity":
         from karma.baselines.popularity import PopularityRetriever
 

@@ -1,5 +1,6 @@
 """A KARMA run directory: train one from a `RunConfig`, and load one back.
 
+    run_dir/.lock             held by the training process (karma.train.lock)
     run_dir/run_config.yaml   the resolved RunConfig (what `karma train` was given, overrides applied)
     run_dir/run.json          {"kind": "karma", "data": ...} (read by `karma.eval.registry`)
     run_dir/log.jsonl, tb/    training logs
@@ -35,19 +36,22 @@ def train_run(config: RunConfig, resume: bool | None = None) -> dict[str, Any]:
     from karma.config import save_config
     from karma.eval.registry import write_run_info
     from karma.train.checkpoint import latest_checkpoint
+    from karma.train.lock import RunDirLock
     from karma.train.run_config import build_task
     from karma.train.trainer import Trainer
 
     run_dir = Path(config.output_dir)
-    if resume is None:
-        resume = latest_checkpoint(run_dir) is not None
-    if config.train.num_threads is not None:
-        torch.set_num_threads(config.train.num_threads)  # before the backbone is built
-    task = build_task(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / CONFIG_FILE)
-    summary = Trainer(config.train, task, run_dir, resume=resume).fit()
-    write_run_info(run_dir, "karma", task.dataset.root, best_step=summary.get("best_step"))
+    # Held for the whole training (and taken before the slow model build): a second process on
+    # this directory is refused with one line naming our pid (karma.train.lock).
+    with RunDirLock(run_dir):
+        if resume is None:
+            resume = latest_checkpoint(run_dir) is not None
+        if config.train.num_threads is not None:
+            torch.set_num_threads(config.train.num_threads)  # before the backbone is built
+        task = build_task(config)
+        save_config(config, run_dir / CONFIG_FILE)
+        summary = Trainer(config.train, task, run_dir, resume=resume).fit()
+        write_run_info(run_dir, "karma", task.dataset.root, best_step=summary.get("best_step"))
     return summary
 
 
