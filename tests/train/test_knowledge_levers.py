@@ -205,3 +205,19 @@ def test_search_mode_reads_the_query_and_evaluates(tiny_root: Path) -> None:
     assert 0.0 <= result.metrics["hr@10"] <= 1.0
     examples = PreparedDataset(tiny_root).examples("test")
     assert all(examples.queries)  # evaluation hands the retriever each target's query
+
+
+def test_run_config_rejects_levers_that_cannot_work() -> None:
+    from karma.config import load_config
+    from karma.errors import ConfigError
+    from karma.train.run_config import RunConfig
+
+    with pytest.raises(ConfigError, match="start_step"):
+        load_config(RunConfig, None, ["knowledge.start_step=10", "train.max_steps=10"])
+    with pytest.raises(ConfigError, match="grad_control"):
+        load_config(
+            RunConfig,
+            None,
+            ["knowledge.grad_control=pcgrad", "train.distributed=fsdp", "train.device=cuda"],
+        )
+    assert load_config(RunConfig, None, ["knowledge.start_step=9", "train.max_steps=10"])
