@@ -6,6 +6,9 @@ the model: the task builds batches and computes the loss; the trainer owns the o
 the lr schedule (linear warm-up + cosine, per stage), gradient accumulation and clipping, bf16
 autocast, checkpoints, early stopping and logs.
 
+Optional task hooks (see karma.train.task): `start_step(StepInfo)` before each optimizer step and
+`backward(output, scale)` in place of the plain backward (KARMA's gradient control uses it).
+
 Stages: with `warmup_stage_steps > 0` the stage "warmup" runs that many optimizer steps with its own
 AdamW state and schedule, then "joint" runs `max_steps`; the task's `loss_step` gets the stage name.
 Validation, the best model and early stopping belong to the joint stage.
