@@ -74,7 +74,7 @@ def run_grid(grid: GridConfig, progress: bool = True) -> list[RunResult]:
         import torch
 
         torch.set_num_threads(grid.threads)
-    dataset = PreparedDataset(grid.data)
+    datasets: dict[Path, PreparedDataset] = {}
     results = []
     total = len(grid.runs) * len(grid.seeds)
     for n, (seed, spec) in enumerate(((s, r) for s in grid.seeds for r in grid.runs), start=1):
@@ -87,7 +87,10 @@ def run_grid(grid: GridConfig, progress: bool = True) -> list[RunResult]:
             results.append(RunResult.from_dict(json.loads(done.read_text(encoding="utf-8"))))
             continue
         logger.info("[%d/%d] %s seed %d -> %s", n, total, spec.name, seed, run_dir)
-        result = run_one(grid, spec, seed, dataset, progress)
+        data = grid.data_of(spec)
+        if data not in datasets:
+            datasets[data] = PreparedDataset(data)
+        result = run_one(grid, spec, seed, datasets[data], progress)
         tmp = done.with_suffix(".tmp")
         tmp.write_text(json.dumps(result.to_dict()), encoding="utf-8")
         tmp.replace(done)  # the marker appears only once everything above succeeded
@@ -155,9 +158,10 @@ def train_retriever(
     from karma.train.run_config import RunConfig
     from karma.train.runs import load_retriever, train_run
 
+    data = grid.data_of(spec)
     overrides = [
         *spec.overrides,
-        f"data.path={grid.data}",
+        f"data.path={data}",
         f"output_dir={run_dir}",
         f"seed={seed}",
         f"train.seed={seed}",
@@ -168,7 +172,7 @@ def train_retriever(
     if grid.threads is not None:
         overrides.append(f"train.num_threads={grid.threads}")
     train_run(load_config(RunConfig, spec.config, overrides))
-    return load_retriever(run_dir, grid.data)
+    return load_retriever(run_dir, data)
 
 
 def run_diagnostics(
