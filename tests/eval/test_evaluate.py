@@ -7,12 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from karma.baselines.popularity import PopularityRetriever
 from karma.cli import main
 from karma.data.dataset import Examples, PreparedDataset
 from karma.errors import KarmaError
 from karma.eval.evaluate import (
+    average_ranks,
     bootstrap_ci,
     evaluate,
     long_tail_items,
@@ -143,6 +146,35 @@ def test_auc_hand_example() -> None:
     # Pooled: positives {2, 0} vs negatives {0, 1, 2, 3, 1, 2}: pos 2 beats 0,1,1 and ties 2,2
     # -> 4; pos 0 ties 0 -> 0.5; total 4.5 / 12.
     assert pooled == pytest.approx(4.5 / 12)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([10, 20, 20, 5], [2, 3.5, 3.5, 1]),  # 5 -> 1, 10 -> 2, the two 20s share (3 + 4) / 2
+        ([3.0, 1.0, 2.0], [3, 1, 2]),  # no ties: plain 1-based ranks
+        ([7, 7, 7], [2, 2, 2]),  # one group: (1 + 2 + 3) / 3
+        ([1, 2, 2, 2, 3, 1], [1.5, 4, 4, 4, 6, 1.5]),  # 1s share (1+2)/2, 2s share (3+4+5)/3
+        ([-0.5, 0.25, -0.5, 0.25, 9.0], [1.5, 3.5, 1.5, 3.5, 5]),
+        ([42], [1]),
+        ([], []),
+    ],
+)
+def test_average_ranks_hand_values(values: list[float], expected: list[float]) -> None:
+    np.testing.assert_array_equal(average_ranks(np.array(values)), np.array(expected, float))
+
+
+def test_average_ranks_nan_propagates() -> None:
+    assert np.isnan(average_ranks(np.array([1.0, np.nan, 2.0]))).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-3, 3), max_size=30))
+def test_average_ranks_matches_the_definition(values: list[int]) -> None:
+    """rank(v) = #(values < v) + (#(values == v) + 1) / 2, counted by brute force."""
+    x = np.array(values, dtype=np.float64)
+    brute = [(x < v).sum() + ((x == v).sum() + 1) / 2 for v in x]
+    np.testing.assert_array_equal(average_ranks(x), np.array(brute, dtype=np.float64))
 
 
 def test_negatives_avoid_target_and_history() -> None:

@@ -122,3 +122,32 @@ def test_shipped_grids_parse_and_name_existing_configs(grid_file: Path) -> None:
         path = ROOT / spec.config
         assert path.is_file(), f"{grid_file.name}: {spec.name} names missing {spec.config}"
         load_config(RunConfig if spec.kind == "karma" else SASRecConfig, path, list(spec.overrides))
+
+
+def test_per_run_data_needs_a_baseline_on_the_same_data(tmp_path: Path) -> None:
+    path = tmp_path / "grid.yaml"
+    path.write_text(
+        "data: d/loo\nbaseline: a\nruns:\n"
+        "  - {name: a, kind: popularity}\n"
+        "  - {name: b, kind: popularity, data: d/cold}\n"
+    )
+    with pytest.raises(ConfigError, match="different data"):
+        load_config(GridConfig, path)
+    path.write_text(
+        "data: d/loo\nbaseline: a\nruns:\n"
+        "  - {name: a, kind: popularity}\n"
+        "  - {name: b, kind: popularity, data: d/cold}\n"
+        "  - {name: c, kind: popularity, data: d/cold, baseline: b}\n"
+        "  - {name: d, kind: popularity, data: d/cold, baseline: b}\n"
+    )
+    with pytest.raises(ConfigError, match="different data"):  # b itself still compares with a
+        load_config(GridConfig, path)
+    path.write_text(
+        path.read_text().replace(
+            "{name: b, kind: popularity, data: d/cold}",
+            "{name: b, kind: popularity, data: d/cold, baseline: b}",
+        )
+    )
+    grid = load_config(GridConfig, path)
+    assert [grid.baseline_of(s) for s in grid.runs] == ["a", "b", "b", "b"]
+    assert [str(grid.data_of(s)) for s in grid.runs] == ["d/loo", "d/cold", "d/cold", "d/cold"]

@@ -126,3 +126,13 @@ def test_run_json_has_one_schema_and_old_files_still_read(tmp_path: Path, data: 
         0.5,
     )
     assert info.options == {"num_items": 7}
+
+
+def test_every_checkpoint_prefix_is_the_encoder_or_a_known_training_head(
+    tmp_path: Path, data: Path
+) -> None:
+    """A new KarmaModel child must be declared train-only (or be the encoder) to stay loadable."""
+    task = trained_run(tmp_path / "run", data, WITH_HEADS)
+    prefixes = {f"{k.split('.', 1)[0]}." for k in task.model.state_dict()}
+    known = {karma_task.KarmaModel.ENCODER_PREFIX, *karma_task.KarmaModel.TRAIN_ONLY_PREFIXES}
+    assert prefixes <= known

@@ -320,3 +320,31 @@ def test_cuda_auto_precision_trains_and_resumes(tmp_path: Path) -> None:
     Trainer(config, resumed, tmp_path / "split", resume=True).fit()
     for name, value in params(whole).items():
         torch.testing.assert_close(params(resumed)[name], value)
+
+
+class HookedToyTask(ToyTask):
+    """ToyTask with the optional hooks: records every StepInfo and backward call."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.infos: list[tuple[str, int, int, bool]] = []
+        self.scales: list[float] = []
+
+    def start_step(self, info: object) -> None:
+        self.infos.append((info.stage, info.stage_step, info.stage_steps, info.log))  # type: ignore[attr-defined]
+
+    def backward(self, output: object, scale: float) -> dict[str, float]:
+        self.scales.append(scale)
+        (output.loss * scale).backward()  # type: ignore[attr-defined]
+        return {"extra_part": 7.0}
+
+
+def test_trainer_calls_the_optional_task_hooks(tmp_path: Path) -> None:
+    task = HookedToyTask(num_batches=4)
+    config = replace(FAST, max_steps=3, grad_accum=2, log_every=2, eval_every=0)
+    Trainer(config, task, tmp_path).fit()
+    # One start_step per optimizer step (not per micro-batch); step 1 is the logged one.
+    assert task.infos == [("joint", 0, 3, False), ("joint", 1, 3, True), ("joint", 2, 3, False)]
+    assert task.scales == [0.5] * 6
+    logged = [r for r in read_log(tmp_path) if r["kind"] == "train"]
+    assert logged[0]["extra_part"] == 7.0

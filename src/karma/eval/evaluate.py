@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 from karma.data.dataset import Examples, PreparedDataset, Split
 from karma.eval.bootstrap import bootstrap_ci
@@ -181,10 +180,32 @@ def sampled_auc(
     if len(pos) == 0 or len(neg_flat) == 0:
         return float("nan"), per_user
     # Mann-Whitney U from average ranks (ties count one half).
-    ranks = rankdata(np.concatenate([pos, neg_flat]))
+    ranks = average_ranks(np.concatenate([pos, neg_flat]))
     n_pos, n_neg = len(pos), len(neg_flat)
     u_stat = ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u_stat / (n_pos * n_neg)), per_user
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of a 1-D array, tied values sharing the mean of their ranks.
+
+    Same semantics as `scipy.stats.rankdata(values)` (method 'average'): [10, 20, 20, 5] ->
+    [2, 3.5, 3.5, 1]. A NaN anywhere makes every rank NaN (rankdata's default 'propagate').
+    """
+    values = np.asarray(values).ravel()
+    n = len(values)
+    if n and np.isnan(values).any():
+        return np.full(n, np.nan)
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts_group = np.r_[True, ordered[1:] != ordered[:-1]] if n else np.zeros(0, dtype=bool)
+    group = np.cumsum(starts_group) - 1  # tie group of each sorted position
+    first = np.flatnonzero(starts_group)  # 0-based first sorted position of each group
+    end = np.r_[first[1:], n]  # one past its last position
+    # A group holds the 1-based ranks first+1 .. end, whose mean is (first + 1 + end) / 2.
+    ranks = np.empty(n, dtype=np.float64)
+    ranks[order] = ((first + 1 + end) / 2.0)[group]
+    return ranks
 
 
 def long_tail_items(train_counts: np.ndarray, fraction: float) -> np.ndarray:

@@ -7,6 +7,7 @@ seeds: [0, 1, 2]
 baseline: action-only          # paired significance is computed against this run
 runs:
   - {name: popularity, kind: popularity}
+  - {name: cold-popularity, kind: popularity, data: data/ml-100k-cold, baseline: cold-popularity}
   - {name: sasrec, kind: sasrec, config: configs/ml-100k/sasrec.yaml}
   - {name: action-only, kind: karma, config: configs/ml-100k/action-only-smollm2.yaml}
   - {name: karma, kind: karma, config: configs/ml-100k/karma-smollm2.yaml}
@@ -41,6 +42,12 @@ class RunSpec:
     """key=value overrides applied on top of the config (e.g. knowledge.flow_weight=0)"""
     feature: str | None = None
     """frozen baseline: the dataset feature matrix pooled over the history (null = the only one)"""
+    data: Path | None = None
+    """prepared dataset of this run (null = the grid's data), e.g. a cold-item split of the same
+    source; the run trains and is evaluated on it"""
+    baseline: str | None = None
+    """run this one is compared against with the paired bootstrap (null = the grid's baseline);
+    it must use the same data"""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -94,6 +101,18 @@ class GridConfig:
             raise ValueError("seeds: give at least one seed")
         if self.baseline is not None and self.baseline not in names:
             raise ValueError(f"baseline: {self.baseline!r} is not one of the runs {names}")
+        by_name = {r.name: r for r in self.runs}
+        for spec in self.runs:
+            if spec.baseline is not None and spec.baseline not in by_name:
+                raise ValueError(
+                    f"runs: baseline {spec.baseline!r} of run {spec.name!r} is not one of {names}"
+                )
+            base = by_name[self.baseline_of(spec)]
+            if base is not spec and self.data_of(base) != self.data_of(spec):
+                raise ValueError(
+                    f"runs: {spec.name!r} ({self.data_of(spec)}) and its baseline {base.name!r} "
+                    f"({self.data_of(base)}) use different data; give it a baseline on its data"
+                )
         if self.diagnostic_users < 10:
             raise ValueError(f"diagnostic_users: need at least 10, got {self.diagnostic_users}")
         if self.probe_users < 10:
@@ -102,6 +121,14 @@ class GridConfig:
     @property
     def baseline_name(self) -> str:
         return self.baseline or self.runs[0].name
+
+    def baseline_of(self, spec: RunSpec) -> str:
+        """The run `spec` is compared against: its own baseline, else the grid's."""
+        return spec.baseline or self.baseline_name
+
+    def data_of(self, spec: RunSpec) -> Path:
+        """The prepared dataset `spec` trains and is evaluated on."""
+        return spec.data if spec.data is not None else self.data
 
     def resolve_configs(self, roots: list[Path]) -> None:
         """Make each relative run `config` path absolute: the first of `roots` it exists under

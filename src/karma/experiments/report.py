@@ -68,10 +68,11 @@ def results_markdown(grid: GridConfig, results: list[RunResult]) -> str:
     by_run: dict[str, list[RunResult]] = defaultdict(list)
     for r in results:
         by_run[r.name].append(r)
-    baseline = by_run.get(grid.baseline_name, [])
     diag_cols = [c for c in DIAGNOSTIC_COLUMNS if any(c in r.diagnostics for r in results)]
-    header = ["run", *TABLE_METRICS]
-    header += [f"Δ{m} vs {grid.baseline_name} [95% CI]" for m in PAIRED_METRICS]
+    per_run = any(spec.baseline is not None or spec.data is not None for spec in grid.runs)
+    header = ["run", "data", "baseline", *TABLE_METRICS] if per_run else ["run", *TABLE_METRICS]
+    against = "its baseline" if per_run else grid.baseline_name
+    header += [f"Δ{m} vs {against} [95% CI]" for m in PAIRED_METRICS]
     header += [*diag_cols, "train min"]
     lines = [
         f"# {grid.name}",
@@ -91,11 +92,13 @@ def results_markdown(grid: GridConfig, results: list[RunResult]) -> str:
         runs = by_run.get(spec.name, [])
         if not runs:
             continue
-        cells = [spec.name]
+        base_name = grid.baseline_of(spec)
+        baseline = by_run.get(base_name, [])
+        cells = [spec.name, f"`{grid.data_of(spec)}`", base_name] if per_run else [spec.name]
         for m in TABLE_METRICS:
             cells.append(_mean_std([r.metrics.get(m) for r in runs]))
         for m in PAIRED_METRICS:
-            if spec.name == grid.baseline_name or not baseline:
+            if spec.name == base_name or not baseline:
                 cells.append("")
                 continue
             delta, (lo, hi) = paired_delta(baseline, runs, m, grid.bootstrap)
@@ -134,42 +137,80 @@ def plot_recall_curves(grid: GridConfig, results: list[RunResult], path: Path) -
     plt.close(fig)
 
 
+def _read_log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def gradient_norm_series(records: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
+    """Per-objective gradient norms on the shared parameters (`gradnorm_<term>` of the joint
+    stage's train lines, before any control) as {term: (steps, norms)}; empty if not logged."""
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    for record in records:
+        if record.get("kind") != "train" or record.get("stage") != "joint":
+            continue
+        for key, value in record.items():
+            if key.startswith("gradnorm_") and not key.endswith("_controlled"):
+                steps, values = series.setdefault(key.removeprefix("gradnorm_"), ([], []))
+                steps.append(int(record["step"]))
+                values.append(float(value))
+    return series
+
+
 def plot_training_curves(grid: GridConfig, path: Path) -> bool:
-    """Training loss and validation NDCG@10 against step (first seed of each trained run)."""
+    """Training loss and validation NDCG@10 against step (first seed of each trained run), plus
+    the per-objective gradient norms on the shared parameters when the runs logged them
+    (`knowledge.log_grad_norms`): action solid, each knowledge term dashed in its run's colour."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_valid) = plt.subplots(1, 2, figsize=(11, 4))
-    drawn = False
+    logs = {}
     for spec in grid.runs:
         log = grid.run_dir(spec, grid.seeds[0]) / "log.jsonl"
-        if not log.is_file():
-            continue
-        records = [
-            json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line
-        ]
+        if log.is_file():
+            logs[spec.name] = _read_log(log)
+    norms = {name: gradient_norm_series(records) for name, records in logs.items()}
+    with_norms = any(norms.values())
+    fig, axes = plt.subplots(1, 3 if with_norms else 2, figsize=(16 if with_norms else 11, 4))
+    ax_loss, ax_valid = axes[0], axes[1]
+    drawn = False
+    for name, records in logs.items():
         train = [r for r in records if r.get("kind") == "train" and "loss" in r]
         evals = [r for r in records if r.get("kind") == "eval" and "ndcg@10" in r]
         if train:
-            ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label=spec.name)
+            (line,) = ax_loss.plot(
+                [r["step"] for r in train], [r["loss"] for r in train], label=name
+            )
             drawn = True
+            if norms[name]:
+                for term, (steps, values) in norms[name].items():
+                    axes[2].plot(
+                        steps,
+                        values,
+                        color=line.get_color(),
+                        linestyle="-" if term == "action" else "--",
+                        label=f"{name}: {term}",
+                    )
         if evals:
             ax_valid.plot(
-                [r["step"] for r in evals],
-                [r["ndcg@10"] for r in evals],
-                marker="o",
-                label=spec.name,
+                [r["step"] for r in evals], [r["ndcg@10"] for r in evals], marker="o", label=name
             )
     if not drawn:
         plt.close(fig)
         return False
     ax_loss.set(xlabel="optimizer step", ylabel="training loss (total)", title="training loss")
     ax_valid.set(xlabel="optimizer step", ylabel="NDCG@10 (valid)", title="validation")
-    for ax in (ax_loss, ax_valid):
+    if with_norms:
+        axes[2].set(
+            xlabel="optimizer step",
+            ylabel="||gradient|| on shared parameters",
+            title="per-objective gradient norm (joint)",
+            yscale="log",
+        )
+    for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=7 if ax is axes[-1] and with_norms else None)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

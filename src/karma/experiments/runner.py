@@ -76,7 +76,7 @@ def run_grid(grid: GridConfig, progress: bool = True) -> list[RunResult]:
         import torch
 
         torch.set_num_threads(grid.threads)
-    dataset = PreparedDataset(grid.data)
+    datasets: dict[Path, PreparedDataset] = {}
     results = []
     total = len(grid.runs) * len(grid.seeds)
     for n, (seed, spec) in enumerate(((s, r) for s in grid.seeds for r in grid.runs), start=1):
@@ -89,7 +89,10 @@ def run_grid(grid: GridConfig, progress: bool = True) -> list[RunResult]:
             results.append(RunResult.from_dict(json.loads(done.read_text(encoding="utf-8"))))
             continue
         logger.info("[%d/%d] %s seed %d -> %s", n, total, spec.name, seed, run_dir)
-        result = run_one(grid, spec, seed, dataset, progress)
+        data = grid.data_of(spec)
+        if data not in datasets:
+            datasets[data] = PreparedDataset(data)
+        result = run_one(grid, spec, seed, datasets[data], progress)
         tmp = done.with_suffix(".tmp")
         tmp.write_text(json.dumps(result.to_dict()), encoding="utf-8")
         tmp.replace(done)  # the marker appears only once everything above succeeded
@@ -139,8 +142,9 @@ def train_retriever(
         *recipe.run_overrides(seed, progress, grid.threads, grid.time_budget_minutes),
     ]
     config = load_config(recipe.config_type, spec.config, overrides)
-    recipe.train(config, run_dir, Path(dataset.root), progress=progress)
-    return load_retriever(run_dir, dataset.root)
+    data = grid.data_of(spec)
+    recipe.train(config, run_dir, data, progress=progress)
+    return load_retriever(run_dir, data)
 
 
 def run_diagnostics(

@@ -1,7 +1,9 @@
 """KARMA's knowledge regularizers in one place: their config, their builder, the position sampler.
 
-    L_joint  = L_act + λ_gen·L_gen + λ_rec·L_rec + λ_flow·L_flow
+    L_joint  = L_act + s(t)·(λ_gen·L_gen + λ_rec·L_rec + λ_flow·L_flow)
     L_warmup = λ_item·L_item + λ_gen·L_gen + λ_rec·L_rec   (weights from the warmup_* fields)
+
+s(t) is the joint-stage weight schedule (`schedule`, `final_ratio`, `start_step`; 1 by default).
 
 Every weight defaults to 0, so a run config without a `knowledge:` section is action-only. An
 objective whose weight is 0 in every stage is not even built (`build_knowledge_objectives` leaves
@@ -10,6 +12,7 @@ it None), so its code path, decoder call or flow head, never runs and it adds no
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -62,6 +65,18 @@ class KnowledgeConfig:
     """Warm-up stage: weight of L_rec (no action loss in warm-up)."""
     warmup_items_per_batch: int = 64
     """Warm-up stage: catalog items whose own text is reconstructed per batch (L_item)."""
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """Joint-stage knowledge weights over time: constant λ, or a linear / cosine decay from λ at start_step to final_ratio·λ at the stage's last step."""
+    final_ratio: float = 0.0
+    """linear / cosine schedules: the weights end at final_ratio·λ (a weight that reaches 0 stops running its objective)."""
+    start_step: int = 0
+    """Delayed start: joint-stage knowledge weights are 0 (their objectives do not run) for the stage's first N optimizer steps."""
+    grad_control: Literal["none", "clip_ratio", "pcgrad"] = "none"
+    """Joint stage, on the parameters the action and a knowledge term share: none; clip_ratio = rescale each knowledge term's gradient to norm <= grad_ratio·||g_action||; pcgrad = remove its component that conflicts with g_action."""
+    grad_ratio: float = 1.0
+    """clip_ratio: the largest allowed ||g_knowledge|| / ||g_action|| per term on the shared parameters."""
+    log_grad_norms: bool = False
+    """Log each term's gradient norm on the shared parameters (gradnorm_*, gradcos_*) on log steps; costs one extra backward pass per term on those steps."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -93,6 +108,18 @@ class KnowledgeConfig:
             )
         if self.flow_head not in ("flow", "mse"):
             raise ValueError(f"flow_head: must be flow or mse, got {self.flow_head!r}")
+        if self.schedule not in ("constant", "linear", "cosine"):
+            raise ValueError(f"schedule: must be constant, linear or cosine, got {self.schedule!r}")
+        if not 0.0 <= self.final_ratio <= 1.0:
+            raise ValueError(f"final_ratio: must be in [0, 1], got {self.final_ratio}")
+        if self.start_step < 0:
+            raise ValueError(f"start_step: must be >= 0, got {self.start_step}")
+        if self.grad_control not in ("none", "clip_ratio", "pcgrad"):
+            raise ValueError(
+                f"grad_control: must be none, clip_ratio or pcgrad, got {self.grad_control!r}"
+            )
+        if not self.grad_ratio > 0:
+            raise ValueError(f"grad_ratio: must be > 0, got {self.grad_ratio}")
         if self.flow_weight > 0 and not self.feature_name:
             raise ValueError(
                 "feature_name: flow_weight > 0 needs the name of the item features to reconstruct"
@@ -118,8 +145,31 @@ class KnowledgeConfig:
         """Whether any objective decodes text (the task then tokenizes the catalog's texts)."""
         return self.uses_generation or self.uses_reconstruction or self.uses_item_text
 
-    def weights(self, stage: Stage) -> dict[str, float]:
-        """Weight of each knowledge objective in `stage` ("warmup" or "joint"); zeros included."""
+    def schedule_factor(self, stage_step: int, stage_steps: int) -> float:
+        """s(t): multiplier of the joint-stage weights at 0-based joint step t of T = stage_steps.
+
+        t < start_step: 0. Then, with p = (t - start_step) / max(1, T - 1 - start_step) clamped to
+        [0, 1] and r = final_ratio: constant 1; linear 1 - (1 - r)·p; cosine r + (1 - r)·(1 + cos πp)/2.
+        """
+        if stage_step < self.start_step:
+            return 0.0
+        if self.schedule == "constant":
+            return 1.0
+        p = (stage_step - self.start_step) / max(1, stage_steps - 1 - self.start_step)
+        p = min(1.0, max(0.0, p))
+        r = self.final_ratio
+        if self.schedule == "linear":
+            return 1.0 - (1.0 - r) * p
+        return r + (1.0 - r) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+    def weights(
+        self, stage: Stage, stage_step: int | None = None, stage_steps: int | None = None
+    ) -> dict[str, float]:
+        """Weight of each knowledge objective in `stage` ("warmup" or "joint"); zeros included.
+
+        Given the joint stage's step and length, the joint weights follow the schedule
+        (`schedule_factor`); without them they are the configured λ.
+        """
         if stage == "warmup":
             return {
                 "item_text": self.warmup_item_text_weight,
@@ -127,11 +177,14 @@ class KnowledgeConfig:
                 "reconstruction": self.warmup_reconstruction_weight,
                 "flow": 0.0,
             }
+        factor = 1.0
+        if stage_step is not None:
+            factor = self.schedule_factor(stage_step, stage_steps or 1)
         return {
             "item_text": 0.0,
-            "generation": self.generation_weight,
-            "reconstruction": self.reconstruction_weight,
-            "flow": self.flow_weight,
+            "generation": factor * self.generation_weight,
+            "reconstruction": factor * self.reconstruction_weight,
+            "flow": factor * self.flow_weight,
         }
 
 
@@ -200,15 +253,23 @@ class KnowledgeObjectives(nn.Module):
         self.flow = flow
         self.item_text = item_text
 
-    def forward(self, decoder: nn.Module, batch: KnowledgeBatch, stage: Stage) -> LossOutput:
+    def forward(
+        self,
+        decoder: nn.Module,
+        batch: KnowledgeBatch,
+        stage: Stage,
+        weights: dict[str, float] | None = None,
+    ) -> LossOutput:
         """Σ weight·loss over the objectives whose weight in `stage` is > 0; others never run.
 
-        Parts: each objective's own parts plus `<name>_weighted`. A stage with no knowledge
-        weight returns a zero loss (no graph) and no parts.
+        `weights` (scheduled by the task) default to the config's `weights(stage)`. Parts: each
+        objective's own parts plus `<name>_weighted`; terms: `<name>` -> weight·loss. A stage with
+        no knowledge weight returns a zero loss (no graph) and no parts.
         """
-        weights = self.config.weights(stage)
+        weights = weights if weights is not None else self.config.weights(stage)
         total: torch.Tensor | None = None
         parts: dict[str, float] = {}
+        terms: dict[str, torch.Tensor] = {}
         for name, (reads_decoder, fields) in _OBJECTIVE_INPUTS.items():
             objective = getattr(self, name)
             weight = weights[name]
@@ -216,12 +277,13 @@ class KnowledgeObjectives(nn.Module):
                 continue
             inputs = [_need(getattr(batch, field), field, name) for field in fields]
             out = objective(decoder, *inputs) if reads_decoder else objective(*inputs)
-            total = weight * out.loss if total is None else total + weight * out.loss
+            terms[name] = weight * out.loss
+            total = terms[name] if total is None else total + terms[name]
             parts.update(out.parts)
             parts[f"{name}_weighted"] = weight * float(out.loss.detach())
         if total is None:
             return LossOutput(torch.zeros(()), {})
-        return LossOutput(total, parts)
+        return LossOutput(total, parts, terms)
 
 
 def build_knowledge_objectives(

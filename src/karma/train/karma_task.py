@@ -36,7 +36,9 @@ from karma.objectives.knowledge import (
     KnowledgeObjectives,
     build_knowledge_objectives,
 )
+from karma.train.gradient_balance import GradientBalancer
 from karma.train.knowledge_inputs import KnowledgeCatalog, build_knowledge_batch
+from karma.train.task import StepInfo
 
 
 @dataclass
@@ -157,6 +159,7 @@ class KarmaTask:
         )
         self._users = self._training_users()
         self._valid: Examples | None = None
+        self._step: StepInfo | None = None  # set by the Trainer before each optimizer step
 
     @property
     def encoder(self) -> KarmaEncoder:
@@ -313,9 +316,28 @@ class KarmaTask:
             hard,
         )
 
+    def start_step(self, info: StepInfo) -> None:
+        """The Trainer's next optimizer step: it sets the scheduled weights and the log steps."""
+        self._step = info
+
+    def stage_weights(self, stage: Stage) -> dict[str, float]:
+        """The knowledge weights of `stage` at the current step (scheduled in the joint stage).
+
+        Outside the Trainer (no `start_step` yet) the joint stage is taken at its step 0.
+        """
+        step = self._step if self._step is not None and self._step.stage == stage else None
+        if stage == "warmup":
+            return self.knowledge_config.weights(stage)
+        if step is None:
+            return self.knowledge_config.weights(stage, 0, 1)
+        return self.knowledge_config.weights(stage, step.stage_step, step.stage_steps)
+
     def loss_step(self, batch: KarmaBatch, stage: Stage) -> LossOutput:
-        """Total loss L = L_act + Σ λ·L_knowledge of the stage ("warmup" has no action term)."""
-        weights = self.knowledge_config.weights(stage)
+        """Total loss L = L_act + Σ λ·L_knowledge of the stage ("warmup" has no action term).
+
+        The output's `terms` name the additive terms ("action", "generation", ...) for `backward`.
+        """
+        weights = self.stage_weights(stage)
         needs_readout = stage != "warmup" or any(
             weights[name] > 0 for name in ("generation", "reconstruction", "flow")
         )
@@ -324,11 +346,13 @@ class KarmaTask:
         if needs_readout:
             user_emb, _, target_ids = self.interest_embeddings(batch)
         parts: dict[str, float] = {}
+        terms: dict[str, torch.Tensor] = {}
         total: torch.Tensor | None = None
         if stage != "warmup":
             assert user_emb is not None and target_ids is not None
             action = self.action_loss(batch, user_emb, target_ids)
             total, parts = action.loss, dict(action.parts)
+            terms["action"] = action.loss
         knowledge, catalog = self.model.knowledge, self.model.knowledge_catalog
         if knowledge is not None and catalog is not None and any(w > 0 for w in weights.values()):
             # Only objectives whose weight in this stage is > 0 get inputs and run.
@@ -342,17 +366,41 @@ class KarmaTask:
                 batch.targets,
                 user_emb,
                 batch.seed,
+                weights,
             )
-            out = knowledge(self.encoder.backbone, inputs, stage)
+            out = knowledge(self.encoder.backbone, inputs, stage, weights)
             total = out.loss if total is None else total + out.loss
             parts.update(out.parts)
+            terms.update(out.terms)
         if total is None:
             raise ConfigError(
                 f"stage {stage!r} has no objective with a non-zero weight; enable a knowledge "
                 "objective or set train.semantic_warmup_steps=0"
             )
         parts["loss"] = float(total.detach())
-        return LossOutput(loss=total, parts=parts)
+        return LossOutput(loss=total, parts=parts, terms=terms)
+
+    def backward(self, output: LossOutput, scale: float) -> dict[str, float]:
+        """Backpropagate `scale * output.loss`, measuring / controlling the terms' gradients.
+
+        With `knowledge.grad_control: none` and gradient-norm logging off (or not a log step) this
+        is exactly `(output.loss * scale).backward()`. Otherwise `GradientBalancer` takes each
+        term's gradient; the shared parameters are the encoder's trainable weights except W_v
+        (only the action's item tower reads it) that the action term and a knowledge term reach.
+        Not for `train.distributed: fsdp` (the task must then call the root module's forward).
+        """
+        config = self.knowledge_config
+        measure = config.log_grad_norms and (self._step is None or self._step.log)
+        if config.grad_control == "none" and not measure:
+            (output.loss * scale).backward()
+            return {}
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        item_head = {id(p) for p in self.encoder.item_head.parameters()}
+        candidates = [
+            p for p in self.encoder.parameters() if p.requires_grad and id(p) not in item_head
+        ]
+        balancer = GradientBalancer(trainable, candidates, config.grad_control, config.grad_ratio)
+        return balancer.backward(output.loss, output.terms, scale, measure)
 
     # ----- optimization and evaluation ------------------------------------------------------
 

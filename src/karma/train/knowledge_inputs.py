@@ -73,14 +73,16 @@ def build_knowledge_batch(
     targets: np.ndarray,
     interest_embedding: torch.Tensor | None,
     seed: int,
+    weights: dict[str, float] | None = None,
 ) -> KnowledgeBatch:
     """The inputs `stage`'s non-zero knowledge weights need, and nothing else.
 
     `targets` are the batch's targets ((B, n_max), -1 = padding, in rec mode; (B,) in search mode)
     and `interest_embedding` the task's (K, e) readout rows, one per valid target in row-major
-    order (None when the stage needs no readout).
+    order (None when the stage needs no readout). `weights` (scheduled by the task) default to
+    `config.weights(stage)`.
     """
-    weights = config.weights(stage)
+    weights = weights if weights is not None else config.weights(stage)
     generator = torch.Generator().manual_seed(seed + 1)  # +1: not the negative sampler's stream
     out = KnowledgeBatch()
     if weights["item_text"] > 0:

@@ -48,6 +48,20 @@ class RunConfig:
     seed: int = 0
     """Seed of the model's initialisation and of the batch order (batches of epoch k use seed + k)."""
 
+    def __post_init__(self) -> None:
+        knowledge, train = self.knowledge, self.train
+        if knowledge.start_step > 0 and knowledge.start_step >= train.max_steps:
+            raise ValueError(
+                f"knowledge.start_step: {knowledge.start_step} >= train.max_steps "
+                f"({train.max_steps}); the knowledge objectives would never run"
+            )
+        balancing = knowledge.grad_control != "none" or knowledge.log_grad_norms
+        if balancing and train.distributed == "fsdp":
+            raise ValueError(
+                "knowledge.grad_control: gradient control and gradient-norm logging take "
+                "per-term gradients of the task's own modules, which fsdp shards; use ddp"
+            )
+
 
 def build_task(config: RunConfig) -> KarmaTask:
     """The KARMA task a run config describes (loads the dataset and the backbone)."""

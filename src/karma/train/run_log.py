@@ -23,13 +23,18 @@ COUNT_PARTS = ("tokens", "sequences")
 
 
 class LossMeter:
-    """Averages loss parts over the optimizer steps since the last log line; sums the counts."""
+    """Averages loss parts over the optimizer steps since the last log line; sums the counts.
+
+    A part is averaged over the steps that reported it (parts measured only on log steps, such as
+    per-objective gradient norms, are not diluted by the steps that skipped them).
+    """
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
         self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
         self.steps = 0
         self.started = time.perf_counter()
 
@@ -37,6 +42,7 @@ class LossMeter:
         """`parts` of one optimizer step (already averaged over its micro-batches)."""
         for name, value in parts.items():
             self.sums[name] = self.sums.get(name, 0.0) + float(value)
+            self.counts[name] = self.counts.get(name, 0) + 1
         self.steps += 1
 
     def summary(self) -> dict[str, float]:
@@ -46,7 +52,7 @@ class LossMeter:
             if name in COUNT_PARTS:
                 out[f"{name}_per_s"] = total / elapsed
             else:
-                out[name] = total / max(self.steps, 1)
+                out[name] = total / max(self.counts[name], 1)
         out["steps_per_s"] = self.steps / elapsed
         return out
 

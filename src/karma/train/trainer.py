@@ -6,6 +6,9 @@ the model: the task builds batches and computes the loss; the trainer owns the o
 the lr schedule (linear warm-up + cosine, per stage), gradient accumulation and clipping, bf16
 autocast, checkpoints, early stopping and logs.
 
+Optional task hooks (see karma.train.task): `start_step(StepInfo)` before each optimizer step and
+`backward(output, scale)` in place of the plain backward (KARMA's gradient control uses it).
+
 Stages: with `semantic_warmup_steps > 0` the stage "warmup" runs that many optimizer steps with its own
 AdamW state and schedule, then "joint" runs `max_steps`; the task's `loss_step` gets the stage name.
 Validation, the best model and early stopping belong to the joint stage.
@@ -51,7 +54,7 @@ from karma.train.checkpoint import (
 from karma.train.config import TrainConfig
 from karma.train.run_log import COUNT_PARTS, LossMeter, RunLog
 from karma.train.schedule import warmup_cosine_schedule
-from karma.train.task import TrainTask
+from karma.train.task import StepInfo, TrainTask
 
 logger = logging.getLogger(__name__)
 
@@ -303,6 +306,8 @@ class Trainer:
         for batch in islice(self._local_batches(state.epoch), state.batch_index, None):
             group_start = state.batch_index - in_group
             group_size = min(cfg.grad_accum, num_batches - group_start)
+            if in_group == 0:
+                self._start_step(stage, total_steps)
             parts = self._loss_step(batch, stage, scale=1.0 / group_size)
             for name, value in parts.items():
                 weight = 1.0 if name in COUNT_PARTS else 1.0 / group_size
@@ -325,14 +330,27 @@ class Trainer:
         state.epoch += 1
         state.batch_index = 0
 
+    def _start_step(self, stage: Stage, total_steps: int) -> None:
+        """Tell a task that wants to know (`start_step`) which optimizer step comes next."""
+        start_step = getattr(self.task, "start_step", None)
+        if start_step is None:
+            return
+        step = self.state.stage_step
+        start_step(StepInfo(stage, step, total_steps, (step + 1) % self.config.log_every == 0))
+
     def _loss_step(self, batch: Any, stage: Stage, scale: float) -> dict[str, float]:
         """Forward + backward of one batch; `scale` = 1 / batches in this optimizer step."""
         if self.device.type != "cpu":  # CPU batches are already where they belong
             batch = move_to_device(batch, self.device)
         with self._autocast():
             output = self.task.loss_step(batch, stage)
-        (output.loss * scale).backward()
-        return {"loss": float(output.loss.detach()), **output.parts}
+        backward = getattr(self.task, "backward", None)
+        extra: dict[str, float] = {}
+        if backward is None:
+            (output.loss * scale).backward()
+        else:  # the task backpropagates itself (e.g. balancing its terms' gradients)
+            extra = backward(output, scale)
+        return {"loss": float(output.loss.detach()), **output.parts, **extra}
 
     def _optimizer_step(self, optimizer: Optimizer, scheduler: LambdaLR) -> float | None:
         """Average gradients over processes, clip, step, advance the schedule.

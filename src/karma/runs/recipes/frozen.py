@@ -10,6 +10,7 @@ from karma.data.dataset import PreparedDataset
 from karma.errors import ConfigError, KarmaError
 from karma.runs.base import TrainedEncoder
 from karma.runs.layout import Run, finish_run, start_run
+from karma.train.lock import RunDirLock
 
 KIND = "frozen"
 
@@ -37,8 +38,8 @@ class FrozenRecipe:
             raise ConfigError(f"frozen baseline: {exc}") from None
         feature = retriever.name.removeprefix("frozen-")
         options = {"feature": feature, "decay": config.decay, "max_history": config.max_history}
-        run = start_run(run_dir, KIND, dataset.root, config, options)
-        finish_run(run)
+        with RunDirLock(run_dir):
+            finish_run(start_run(run_dir, KIND, dataset.root, config, options))
         return {"feature": feature}
 
     def load_retriever(self, run: Run, data: Path | None = None) -> FrozenEmbeddingRetriever:

@@ -22,6 +22,7 @@ from karma.runs.base import TrainedEncoder
 from karma.runs.layout import Run, finish_run, start_run
 from karma.train.checkpoint import latest_checkpoint, load_encoder_weights
 from karma.train.karma_task import KarmaModel, KarmaRetriever, build_encoder
+from karma.train.lock import RunDirLock
 from karma.train.run_config import RunConfig, build_task
 from karma.train.trainer import Trainer
 
@@ -48,14 +49,17 @@ class KarmaRecipe:
         if not progress:
             config.train.progress_bar = False
         run_dir = Path(config.output_dir)
-        if resume is None:
-            resume = latest_checkpoint(run_dir) is not None
-        if config.train.num_threads is not None:
-            torch.set_num_threads(config.train.num_threads)  # before the backbone is built
-        task = build_task(config)
-        run = start_run(run_dir, KIND, task.dataset.root, config)
-        summary = Trainer(config.train, task, run_dir, resume=resume).fit()
-        finish_run(run, summary.get("best_step"), summary.get("best_metric"))
+        # Held for the whole training, and taken before the slow model build: a second process
+        # on this directory is refused with one line naming our pid (karma.train.lock).
+        with RunDirLock(run_dir):
+            if resume is None:
+                resume = latest_checkpoint(run_dir) is not None
+            if config.train.num_threads is not None:
+                torch.set_num_threads(config.train.num_threads)  # before the backbone is built
+            task = build_task(config)
+            run = start_run(run_dir, KIND, task.dataset.root, config)
+            summary = Trainer(config.train, task, run_dir, resume=resume).fit()
+            finish_run(run, summary.get("best_step"), summary.get("best_metric"))
         return summary
 
     def load_encoder(self, run: Run, data: Path | None = None) -> TrainedEncoder:

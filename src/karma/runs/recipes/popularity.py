@@ -11,6 +11,7 @@ from karma.data.dataset import PreparedDataset
 from karma.errors import KarmaError
 from karma.runs.base import TrainedEncoder
 from karma.runs.layout import Run, finish_run, start_run
+from karma.train.lock import RunDirLock
 
 KIND = "popularity"
 
@@ -35,9 +36,10 @@ class PopularityRecipe:
         if run_dir is None or data is None:
             raise KarmaError("a popularity run needs a run directory and a prepared dataset")
         dataset = PreparedDataset(data)
-        run = start_run(run_dir, KIND, dataset.root)
-        PopularityRetriever.from_dataset(dataset).save(run.path)
-        finish_run(run)
+        with RunDirLock(run_dir):
+            run = start_run(run_dir, KIND, dataset.root)
+            PopularityRetriever.from_dataset(dataset).save(run.path)
+            finish_run(run)
         return {"counts": str(run.file(COUNTS_FILE))}
 
     def load_retriever(self, run: Run, data: Path | None = None) -> PopularityRetriever:

@@ -19,6 +19,7 @@ from karma.runs.base import TrainedEncoder
 from karma.runs.layout import Run, finish_run, start_run
 from karma.train.checkpoint import latest_checkpoint, load_model_weights
 from karma.train.config import TrainConfig
+from karma.train.lock import RunDirLock
 from karma.train.trainer import Trainer
 
 KIND = "sasrec"
@@ -67,19 +68,20 @@ class SASRecRecipe:
         if run_dir is None or data is None:
             raise KarmaError("a sasrec run needs a run directory and a prepared dataset")
         run_dir = Path(run_dir)
-        if resume is None:
-            resume = latest_checkpoint(run_dir) is not None
         dataset = PreparedDataset(data)
-        task = SASRecTask(dataset, config)
-        run = start_run(run_dir, KIND, dataset.root, config, {"num_items": dataset.num_items})
-        summary = Trainer(
-            trainer_config(config, task.num_batches(0), progress), task, run_dir, resume=resume
-        ).fit()
-        if summary.get("best_model_dir"):
-            load_model_weights(task.model, Path(summary["best_model_dir"]))
-        task.model.eval()
-        SASRecRetriever(task.model).save(run_dir)
-        finish_run(run, summary.get("best_step"), summary.get("best_metric"))
+        with RunDirLock(run_dir):  # one training process per run directory
+            if resume is None:
+                resume = latest_checkpoint(run_dir) is not None
+            task = SASRecTask(dataset, config)
+            run = start_run(run_dir, KIND, dataset.root, config, {"num_items": dataset.num_items})
+            summary = Trainer(
+                trainer_config(config, task.num_batches(0), progress), task, run_dir, resume=resume
+            ).fit()
+            if summary.get("best_model_dir"):
+                load_model_weights(task.model, Path(summary["best_model_dir"]))
+            task.model.eval()
+            SASRecRetriever(task.model).save(run_dir)
+            finish_run(run, summary.get("best_step"), summary.get("best_metric"))
         return summary
 
     def load_retriever(self, run: Run, data: Path | None = None) -> SASRecRetriever:
