@@ -109,7 +109,8 @@ def step_weights(args: argparse.Namespace) -> dict[str, Any]:
     if not parts or missing:
         raise SystemExit(
             f"GGUF parts missing ({', '.join(missing) or 'all'}): each call of the plan carries "
-            "one of .gpu/w1, .gpu/w2 and they must land on the same warm machine (README)"
+            "one of .gpu/w1, .gpu/w2 and they must land on the same warm machine; see README.md, "
+            "'If the machine went cold'"
         )
     state = state_dir(args)
     target = state / GGUF_NAME

@@ -53,7 +53,8 @@ BUDGET_S = {"1": 420, "2": 480, "3": 560, "resume": 560, "all": 3600}
 # steps after it in the same call (a training step stops early enough for them).
 MIN_S = {"train": 90, "throughput": 120, "eval": 40, "sasrec": 60, "serve": 150, "compare": 10}
 AFTER_S = {"eval": 60, "evaluate": 40, "compare": 15, "serve": 150}
-# Which steps need which: a step is skipped when one it needs paused or failed in this call.
+# Which steps need which: a step is skipped when one it needs paused, failed or was skipped in
+# this call (steps done in an earlier call on this machine are not in `statuses`: no block).
 NEEDS = {
     "plan": ["weights"],
     "train-action-only": ["weights", "plan"],
@@ -140,7 +141,10 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     if not info["cuda"]:
         raise SystemExit("no CUDA device: run with --smoke on a CPU")
     if not info["data"]:
-        raise SystemExit(f"missing {common.DATA}: carry .gpu/base (benchmarks/gpu/pack.sh)")
+        raise SystemExit(
+            f"missing {common.DATA}: call 1 carries .gpu/base (made by benchmarks/gpu/pack.sh); "
+            "on a later call it means the machine went cold (README: 'If the machine went cold')"
+        )
     return info
 
 
@@ -198,7 +202,9 @@ def main() -> None:
             left = deadline - time.time()
             entry: dict[str, Any] = {"step": step}
             record["steps"].append(entry)
-            blocked = [n for n in NEEDS.get(step, []) if statuses.get(n) in ("paused", "failed")]
+            blocked = [
+                n for n in NEEDS.get(step, []) if statuses.get(n) in ("paused", "failed", "skipped")
+            ]
             if step == "setup":
                 try:
                     record["setup"] = setup(args)

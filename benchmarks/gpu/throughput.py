@@ -154,20 +154,29 @@ def measure(
     peak: float,
     flops: list[float] | None,
     stage: str = "joint",
+    warmup: int | None = None,
 ) -> tuple[dict[str, Any], list[float]]:
     """Timed steps at `batch_size`; `flops` = per-batch FLOPs already counted (compiled runs
-    reuse the eager count of the same batches), else they are counted here."""
+    reuse the eager count of the same timed batches), else they are counted here.
+
+    Warm-up batches come from other epochs than the timed ones, so the timed batches are the
+    same whatever the warm-up length. Graphs compiled during the timed steps are counted (a
+    recompile there inflates the mean; the median is the figure to read then)."""
+    import torch
+
     common.free_memory()
-    batches = common.full_batches(stepper.task, batch_size, start_epoch=0)
+    warmup = args.warmup if warmup is None else warmup
+    warm_batches = common.full_batches(stepper.task, batch_size, start_epoch=500)
     start = time.perf_counter()
-    for _ in range(args.warmup):
-        stepper.step(next(batches), stage)
+    for _ in range(warmup):
+        stepper.step(next(warm_batches), stage)
     common.sync(stepper.device)
     warmup_s = time.perf_counter() - start
+    batches = common.full_batches(stepper.task, batch_size, start_epoch=0)
     timed_batches = [next(batches) for _ in range(args.steps)]
-    seconds = [
-        common.timed(lambda b=b: stepper.step(b, stage), stepper.device) for b in timed_batches
-    ]
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    seconds = [common.timed(partial(stepper.step, b, stage), stepper.device) for b in timed_batches]
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs
     memory = common.peak_memory_gib()
     if flops is None:
         flops = [stepper.flops(b, stage) for b in timed_batches]
@@ -178,7 +187,7 @@ def measure(
         "stage": stage,
         "batch_size": batch_size,
         "steps_timed": args.steps,
-        "warmup_steps": args.warmup,
+        "warmup_steps": warmup,
         "warmup_s": warmup_s,
         "mean_step_s": total / args.steps,
         "median_step_s": statistics.median(seconds),
@@ -189,6 +198,9 @@ def measure(
         "flops_per_step": sum(flops) / len(flops),
         "achieved_flops_per_s": sum(flops) / total,
         "mfu": sum(flops) / total / peak,
+        "median_tokens_per_s": real / args.steps / statistics.median(seconds),
+        "median_mfu": sum(flops) / args.steps / statistics.median(seconds) / peak,
+        "graphs_compiled_while_timed": graphs,
         "peak_memory_gib": memory,
     }
     print(
@@ -208,6 +220,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile runs")
     parser.add_argument(
+        "--compile-warmup", type=int, default=6, help="untimed steps first, compiled (compiles)"
+    )
+    parser.add_argument(
         "--compile-backend", default=None, help="default: inductor (smoke: eager, no C compiler)"
     )
     parser.add_argument(
@@ -217,6 +232,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.steps, args.warmup = min(args.steps, 2), min(args.warmup, 1)
+        args.compile_warmup = min(args.compile_warmup, 3)
     backend = args.compile_backend or ("eager" if args.smoke else "inductor")
     sizes = tuple(args.batches or (SMOKE_SEARCH_BATCHES if args.smoke else SEARCH_BATCHES))
     out = common.out_dir(args)
@@ -282,7 +298,12 @@ def main() -> None:
             compiled["wrap_s"] = stepper.compile(backend)
             for size in dict.fromkeys([largest, config_batch]):
                 compiled[str(size)], _ = measure(
-                    stepper, size, args, peak["flops_per_s"], counted[size]
+                    stepper,
+                    size,
+                    args,
+                    peak["flops_per_s"],
+                    counted[size],
+                    warmup=args.compile_warmup,
                 )
         except Exception as exc:  # a compile failure is a finding, not a reason to stop
             if common.is_oom(exc):
