@@ -416,7 +416,7 @@ def main() -> None:
     common.add_common_args(parser)
     parser.add_argument("--max-steps", type=int, default=None, help="N for both runs (plan)")
     parser.add_argument(
-        "--karma-budget-s", type=float, default=280.0, help="plan: seconds the KARMA run may take"
+        "--karma-budget-s", type=float, default=270.0, help="plan: seconds the KARMA run may take"
     )
     parser.add_argument("--chunk-steps", type=int, default=None, help="train: pause after N steps")
     parser.add_argument(

@@ -1,6 +1,6 @@
 """Run the GPU benchmarks piece by piece, each device call under its 10-minute limit.
 
-    python3 benchmarks/gpu/run_all.py --call 1          # setup, throughput, eval, sasrec
+    python3 benchmarks/gpu/run_all.py --call 1          # setup, throughput, eval, gpu tests, sasrec
     python3 benchmarks/gpu/run_all.py --call 2          # weights, plan, action-only train + test
     python3 benchmarks/gpu/run_all.py --call 3          # KARMA train + test, compare, serve
     python3 benchmarks/gpu/run_all.py --call resume     # whatever is left, in order
@@ -31,7 +31,7 @@ SITE = Path(os.environ.get("KARMA_GPU_SITE", "/tmp/karma-site"))
 PAUSED = 3  # exit code of `quality.py train` when it stopped at its deadline
 
 CALLS = {
-    "1": ["setup", "throughput", "eval", "sasrec"],
+    "1": ["setup", "throughput", "eval", "gpu-tests", "sasrec"],
     "2": ["setup", "weights", "plan", "train-action-only", "evaluate-action-only", "sasrec"],
     "3": ["setup", "train-karma", "evaluate-karma", "compare", "serve", "sasrec"],
     "resume": [
@@ -47,12 +47,26 @@ CALLS = {
         "serve",
     ],
 }
-CALLS["all"] = ["setup", "throughput", "eval", *CALLS["resume"][1:]]  # no 10-minute limit / smoke
+CALLS["all"] = [
+    "setup",
+    "throughput",
+    "eval",
+    "gpu-tests",
+    *CALLS["resume"][1:],
+]  # no 10-minute limit / smoke
 BUDGET_S = {"1": 420, "2": 480, "3": 560, "resume": 560, "all": 3600}
 # Seconds a step needs at least (it is skipped with less left), and what it leaves for the
 # steps after it in the same call (a training step stops early enough for them).
-MIN_S = {"train": 90, "throughput": 120, "eval": 40, "sasrec": 60, "serve": 150, "compare": 10}
-AFTER_S = {"eval": 60, "evaluate": 40, "compare": 15, "serve": 150}
+MIN_S = {
+    "gpu": 40,
+    "train": 90,
+    "throughput": 120,
+    "eval": 40,
+    "sasrec": 60,
+    "serve": 150,
+    "compare": 10,
+}
+AFTER_S = {"eval": 60, "evaluate": 60, "compare": 15, "serve": 150}
 # Which steps need which: a step is skipped when one it needs paused, failed or was skipped in
 # this call (steps done in an earlier call on this machine are not in `statuses`: no block).
 NEEDS = {
@@ -77,6 +91,9 @@ def step_command(
     def script(name: str, *rest: str) -> list[str]:
         return [py[0], py[1].format(name), *rest, *common_args]
 
+    if step == "gpu-tests":  # the test suite's CUDA-only tests (pytest -m gpu)
+        tests = str(common.ROOT / "tests")
+        return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", tests]
     if step == "throughput":
         return script("throughput")
     if step == "eval":
