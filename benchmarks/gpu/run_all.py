@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -257,16 +258,19 @@ def main() -> None:
             with subprocess.Popen(
                 command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
             ) as proc:
+                # A step that overruns the call (a silent compile, say) is killed 20 s past its
+                # deadline, output or not, so the call still ends inside the 10-minute limit.
+                watchdog = threading.Timer(max(1.0, deadline + 20 - time.time()), proc.kill)
+                watchdog.start()
                 assert proc.stdout is not None
                 for line in proc.stdout:
                     if "%|" in line:  # progress bars: keep the log readable
                         continue
                     say(line.rstrip())
-                    if time.time() > deadline + 20:
-                        proc.kill()
-                        say(f"[{step}] killed: past the call's deadline")
-                        break
                 code = proc.wait()
+                if not watchdog.is_alive():
+                    say(f"[{step}] killed: past the call's deadline")
+                watchdog.cancel()
             entry["seconds"] = round(time.time() - begin, 1)
             status = "ok" if code == 0 else "paused" if code == PAUSED else "failed"
             statuses[step] = entry["status"] = status
