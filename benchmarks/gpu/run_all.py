@@ -250,7 +250,8 @@ def main() -> None:
                 say(f"[{step}] skipped: only {left:.0f} s left of this call")
                 continue
             reserve = sum(AFTER_S.get(s.split("-")[0], 0) for s in steps[index + 1 :])
-            command = step_command(step, args, out, deadline - reserve)
+            step_deadline = deadline - reserve
+            command = step_command(step, args, out, step_deadline)
             if command is None:
                 raise SystemExit(f"unknown step {step!r}")
             say(f"[{step}] {' '.join(command)}")
@@ -258,9 +259,11 @@ def main() -> None:
             with subprocess.Popen(
                 command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
             ) as proc:
-                # A step that overruns the call (a silent compile, say) is killed 20 s past its
-                # deadline, output or not, so the call still ends inside the 10-minute limit.
-                watchdog = threading.Timer(max(1.0, deadline + 20 - time.time()), proc.kill)
+                # A step that overruns (a silent compile, say) is killed 30 s past its own
+                # deadline, output or not: the steps after it keep their time, and the call ends
+                # inside the 10-minute limit.
+                kill_at = min(step_deadline + 30, deadline + 20)
+                watchdog = threading.Timer(max(1.0, kill_at - time.time()), proc.kill)
                 watchdog.start()
                 assert proc.stdout is not None
                 for line in proc.stdout:
@@ -269,7 +272,7 @@ def main() -> None:
                     say(line.rstrip())
                 code = proc.wait()
                 if not watchdog.is_alive():
-                    say(f"[{step}] killed: past the call's deadline")
+                    say(f"[{step}] killed: past its deadline")
                 watchdog.cancel()
             entry["seconds"] = round(time.time() - begin, 1)
             status = "ok" if code == 0 else "paused" if code == PAUSED else "failed"
