@@ -181,7 +181,7 @@ class KarmaEncoder(nn.Module):
         ids, mask = self.item_text_ids[item_idx], self.item_text_mask[item_idx].long()  # (K, L)
         embeds = self.embed_text_tokens(ids)  # (K, L, d)
         hidden = self.backbone.get_decoder()(
-            inputs_embeds=embeds, attention_mask=mask
+            inputs_embeds=embeds, attention_mask=mask, use_cache=False
         ).last_hidden_state
         last = (mask.sum(1) - 1).clamp(min=0)  # (K,)
         return hidden[torch.arange(len(ids), device=ids.device), last].float()
@@ -221,8 +221,12 @@ class KarmaEncoder(nn.Module):
     def hidden_states(self, layout: SequenceLayout) -> torch.Tensor:
         """(B, T) layout -> (B, T, d) last-layer hidden states (float32)."""
         decoder = self.backbone.get_decoder()
+        # No KV cache: nothing decodes after this pass, and building one costs memory and, under
+        # torch.compile, recompiles each decoder layer for the cache's states.
         out = decoder(
-            inputs_embeds=self.inputs_embeds(layout), attention_mask=layout.attention_mask
+            inputs_embeds=self.inputs_embeds(layout),
+            attention_mask=layout.attention_mask,
+            use_cache=False,
         )
         return out.last_hidden_state.float()
 
