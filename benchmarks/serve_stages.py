@@ -7,13 +7,15 @@ histories of catalog ids, after `--warmup` unmeasured ones:
 
 - resolve: item references -> catalog rows (`ServingModel.resolve_items`);
 - layout: item texts -> encoder indices, the token/item layout of the sequence (CPU bookkeeping);
-- forward: the LLM pass and the interest head (`hidden_states` + readout + W_u);
+- forward: the LLM pass and the interest head (the serving readout pass when the code has one,
+  else `hidden_states` + readout; then W_u);
 - search: the FAISS top-k with the history excluded (`search_embeddings`);
 - describe: item ids and titles of the results.
 
 Plus the HTTP round trip of the same requests through FastAPI's TestClient (app + pydantic +
 micro-batcher + thread hop, no socket), whose excess over the stages is the service overhead.
-Writes benchmarks/results/serve_stages.json.
+Writes benchmarks/results/serve_stages[_LABEL].json. Run it with PYTHONPATH=OTHER/src to time
+another code tree on the same artifact.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def main() -> None:
     parser.add_argument("--history-len", type=int, default=20)
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--label", default="", help="suffix of the results file (e.g. before)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -55,7 +58,8 @@ def main() -> None:
 
     model = load_artifact(args.artifact)
     encoder = model.encoder.encoder  # the KarmaEncoder inside the serving adapter
-    ids = model.lookup.ids
+    ids = model.items["item_id"].astype(str).tolist()
+    readout_pass = getattr(model.encoder, "readout_pass", None)  # absent in older code trees
     rng = np.random.default_rng(0)
     histories = [
         [ids[i] for i in rng.choice(len(ids), args.history_len, replace=False)]
@@ -73,8 +77,11 @@ def main() -> None:
             indexed = [np.asarray(model.encoder._indices(texts), dtype=np.int64)]
             layout = encoder.layout(indexed, [None])
             t2 = time.perf_counter()
-            hidden = encoder.hidden_states(layout)
-            users = encoder.interest_embeddings(encoder.readout(layout, hidden)).numpy()
+            if readout_pass is not None:
+                hidden = readout_pass.readout_hidden(layout)
+            else:
+                hidden = encoder.readout(layout, encoder.hidden_states(layout))
+            users = encoder.interest_embeddings(hidden).numpy()
             t3 = time.perf_counter()
             (recs,) = model.search_embeddings(users, args.k, [rows])
             t4 = time.perf_counter()
@@ -101,12 +108,15 @@ def main() -> None:
             if n >= args.warmup:
                 http.append(elapsed)
 
-    result = {name: percentiles(values) for name, values in stages.items()}
+    result: dict[str, object] = {name: percentiles(values) for name, values in stages.items()}
     result["http_testclient"] = percentiles(http)
     for name, row in result.items():
+        assert isinstance(row, dict)
         print(f"{name:>16}: p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms")
     settings = {k: getattr(args, k) for k in ("requests", "warmup", "history_len", "k", "threads")}
-    print(f"wrote {write_result('serve_stages', {'settings': settings, 'stages': result})}")
+    settings["readout_pass"] = readout_pass is not None
+    name = f"serve_stages_{args.label}" if args.label else "serve_stages"
+    print(f"wrote {write_result(name, {'settings': settings, 'stages': result})}")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ class PrefixCachedDecoder:
         ]
         self.gate_up = [_fuse(y.mlp.gate_proj, y.mlp.up_proj) for y in self.layers]
         self.prefix_len = len(encoder.instruction_ids)
-        self._rope(ROPE_TABLE)
+        self._rope(max(ROPE_TABLE, 2 * self.prefix_len))
         self.prefix_kv = self._prefix_kv()
 
     @staticmethod
