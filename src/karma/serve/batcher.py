@@ -5,6 +5,10 @@ requests and a single worker task drains the queue: it waits for the first reque
 more until `max_batch` are waiting or `max_wait_ms` has passed, runs the batch function once in a
 worker thread (the event loop keeps accepting requests meanwhile), and resolves each caller's future
 with its own result. Batches run one at a time, so the encoder is never called concurrently.
+
+With `max_wait_ms=0` (the service's default) a batch starts as soon as a request arrives, with
+whatever else is already queued: a lone client never waits for company, and under load the requests
+that arrive while one batch runs form the next, so batches still fill up.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ class MicroBatcher(Generic[RequestT, ResultT]):
         self,
         batch_fn: Callable[[Sequence[RequestT]], Sequence[ResultT]],
         max_batch: int = 32,
-        max_wait_ms: float = 2.0,
+        max_wait_ms: float = 0.0,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch: must be >= 1, got {max_batch}")
