@@ -91,7 +91,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = subparsers.add_parser("recommend", help="top-k items for one history, printed as a table")
     p.add_argument("artifact", type=Path, help="serving artifact directory")
     p.add_argument(
-        "--history", nargs="+", required=True, help="item ids or exact titles, oldest first"
+        "--history",
+        nargs="+",
+        required=True,
+        help="item ids or titles (any case, optionally with the year: 'Toy Story (1995)'), "
+        "oldest first",
     )
     p.add_argument("--query", default=None, help="optional search query")
     p.add_argument("-k", type=int, default=10)
