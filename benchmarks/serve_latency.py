@@ -3,7 +3,8 @@
     python benchmarks/serve_latency.py --artifacts ART_KARMA ART_ACTION
     python benchmarks/serve_latency.py --tiny        # two tiny random-Llama artifacts (pipeline check)
     python benchmarks/serve_latency.py --artifact ART --code before=/tmp/main/src --code after=src \
-        --concurrency 1 50                           # one artifact, two code trees, side by side
+        --code int8=src --server-args 'int8=--quantize int8' --concurrency 1 50
+        # one artifact served by several code trees / options, side by side
 
 Each artifact is served by `karma serve` in its own subprocess on 127.0.0.1 (nothing else is
 contacted); an async httpx client sends `--requests` POST /v1/search requests, at most
@@ -107,12 +108,15 @@ async def send(
 
 
 def start_server(
-    artifact: Path, args: argparse.Namespace, src: Path | None = None
+    artifact: Path,
+    args: argparse.Namespace,
+    src: Path | None = None,
+    extra: list[str] | None = None,
 ) -> tuple[subprocess.Popen, int]:
     """`karma serve ARTIFACT` on a free loopback port (code from `src` if given), once /healthz answers."""
     port = free_port()
     command = [sys.executable, "-m", "karma", "serve", str(artifact), "--host", HOST]
-    command += ["--port", str(port), "--max-batch", str(args.max_batch)]
+    command += ["--port", str(port), "--max-batch", str(args.max_batch), *(extra or [])]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
     if src is not None:
         env["PYTHONPATH"] = str(src.resolve())
@@ -201,6 +205,13 @@ def main() -> None:
     parser.add_argument(
         "--code", action="append", default=[], metavar="NAME=SRC", help="a code tree to serve with"
     )
+    parser.add_argument(
+        "--server-args",
+        action="append",
+        default=[],
+        metavar="NAME=ARGS",
+        help="extra `karma serve` options of the --code server NAME, e.g. 'int8=--quantize int8'",
+    )
     parser.add_argument("--rounds", type=int, default=6, help="alternating measurement rounds")
     parser.add_argument("--history-len", type=int, default=20)
     parser.add_argument("-k", type=int, default=10)
@@ -285,7 +296,14 @@ def compare_code(args: argparse.Namespace) -> None:
         name, _, src = spec.partition("=")
         sources[name] = Path(src)
     histories = random_histories(args.artifact, args)
-    servers = {name: start_server(args.artifact, args, src) for name, src in sources.items()}
+    extras: dict[str, list[str]] = {}
+    for spec in args.server_args:
+        name, _, rest = spec.partition("=")
+        extras[name] = rest.split()
+    servers = {
+        name: start_server(args.artifact, args, src, extras.get(name))
+        for name, src in sources.items()
+    }
     results: dict[str, dict[str, dict[str, float]]] = {}
     try:
         for concurrency in args.concurrency:
@@ -308,6 +326,7 @@ def compare_code(args: argparse.Namespace) -> None:
     payload = {
         "artifact": str(args.artifact),
         "code": {name: str(src) for name, src in sources.items()},
+        "server_args": extras,
         "settings": settings,
         "results": results,
     }

@@ -211,8 +211,17 @@ class ServingModel:
         return np.arange(start, self.num_items, dtype=np.int64)
 
 
-def load_artifact(directory: str | Path, index: str = "flat") -> ServingModel:
-    """Rebuild the encoder, load its weights, the catalog and the chosen index."""
+QUANTIZE_CHOICES = ("int8",)
+
+
+def load_artifact(
+    directory: str | Path, index: str = "flat", quantize: str | None = None
+) -> ServingModel:
+    """Rebuild the encoder, load its weights, the catalog and the chosen index.
+
+    quantize="int8": int8 dynamic quantization of the LLM's linear layers on the serving pass
+    (faster on CPU, approximate; see `karma.serve.fast_decoder.PrefixCachedDecoder.quantize_int8`).
+    """
     import torch
     from safetensors.torch import load_file as load_torch
 
@@ -242,6 +251,14 @@ def load_artifact(directory: str | Path, index: str = "flat") -> ServingModel:
     module.eval()
     if dtype := spec.get("dtype"):
         module.to(getattr(torch, dtype))
+    if quantize is not None:
+        readout_pass = getattr(module, "readout_pass", None)
+        if quantize not in QUANTIZE_CHOICES or readout_pass is None:
+            raise KarmaError(
+                f"--quantize {quantize}: supported only as int8, for KARMA artifacts of a "
+                f"Llama-family backbone ({directory} has encoder kind {spec['kind']!r})"
+            )
+        readout_pass.quantize_int8()
     items = pd.read_parquet(directory / ITEMS_FILE)
     embeddings = load_numpy(str(directory / ITEM_EMBEDDINGS_FILE))[ITEM_EMBEDDINGS_KEY]
     model = ServingModel(module, items, embeddings, manifest, directory)  # type: ignore[arg-type]
