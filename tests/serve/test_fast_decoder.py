@@ -55,3 +55,28 @@ def test_other_decoders_keep_the_full_pass() -> None:
     encoder = KarmaEncoder(EncoderConfig(embedding_dim=8), backbone, tokenizer, TEXTS)
     encoder.backbone.get_decoder().layers[0] = torch.nn.Identity()  # type: ignore[index]
     assert not PrefixCachedDecoder.supports(encoder)
+
+
+def test_int8_quantization_is_opt_in_close_and_leaves_the_backbone_alone() -> None:
+    encoder = tiny_karma("rec", "Movies the user watched:")
+    fast = PrefixCachedDecoder(encoder)
+    histories = [np.array([3, 1, 4, 1, 5]), np.array([7, 2])]
+    with torch.inference_mode():
+        layout = encoder.layout(histories, [None, None])
+        exact = fast.readout_hidden(layout)
+        full_before = encoder.readout(layout, encoder.hidden_states(layout))
+        fast.quantize_int8()
+        approx = fast.readout_hidden(layout)
+        full_after = encoder.readout(layout, encoder.hidden_states(layout))
+    assert fast.quantized and not torch.equal(approx, exact)  # int8 really runs
+    cosine = torch.nn.functional.cosine_similarity(approx, exact, dim=-1)
+    assert cosine.min() > 0.98
+    torch.testing.assert_close(full_after, full_before)  # the HF modules were not quantized
+
+
+def test_quantize_needs_a_karma_llama_artifact(artifact_dir) -> None:  # type: ignore[no-untyped-def]
+    from karma.errors import KarmaError
+    from karma.serve.artifact import load_artifact
+
+    with pytest.raises(KarmaError, match="--quantize int8: supported only"):
+        load_artifact(artifact_dir, quantize="int8")  # a toy-encoder artifact
