@@ -128,7 +128,7 @@ class KarmaInterestEncoder(nn.Module):
         index = torch.tensor(self._indices(texts), dtype=torch.int64)
         return self.encoder.item_embeddings(index).float().cpu().numpy()  # (N, e)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # (the readout pass runs in inference mode itself)
     def interest_embeddings(
         self, histories: Sequence[Sequence[str]], queries: Sequence[str | None]
     ) -> np.ndarray:
