@@ -188,12 +188,13 @@ def live_service(movie_artifact: Path) -> Iterator[str]:
 
 
 @pytest.mark.slow
-def test_schemathesis_finds_no_contract_violation(live_service: str) -> None:
+def test_schemathesis_finds_no_contract_violation(live_service: str, tmp_path: Path) -> None:
     command = [sys.executable, "-m", "schemathesis.cli", "run", f"{live_service}/openapi.json"]
     command += ["--checks", "all"]
     command += ["-H", f"X-API-Key: {KEY}", "--max-examples", "100", "--workers", "1"]
     command += ["--seed", "0"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    # cwd: schemathesis keeps its own state in ./.schemathesis
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     summary = result.stdout[-3000:]
     print(summary)
     assert result.returncode == 0, summary
