@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 ConfigT = TypeVar("ConfigT")
+API_KEY_ENV = "KARMA_API_KEY"  # where `karma serve` reads the API key when --api-key is absent
 
 
 def _quiet_faiss_loader() -> None:
@@ -65,16 +67,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("artifact", type=Path, help="serving artifact directory")
     p.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", default=None, help="require header X-API-Key with this value")
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="require header X-API-Key with this value on /v1/*; when not given, the value of the "
+        f"environment variable {API_KEY_ENV} is used if set (prefer it: a command-line value is "
+        "visible to other users in `ps`)",
+    )
     p.add_argument("--index", choices=("flat", "ivf", "hnsw"), default="flat")
     p.add_argument("--max-batch", type=int, default=32, help="requests per encoder call")
-    p.add_argument("--max-wait-ms", type=float, default=2.0, help="wait for a fuller batch")
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=0.0,
+        help="wait up to this long for a fuller batch (0: run at once; requests arriving meanwhile "
+        "form the next batch)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads of the encoder (default: torch's)"
+    )
+    p.add_argument(
+        "--quantize",
+        choices=("int8",),
+        default=None,
+        help="int8 dynamic quantization of the LLM's linear layers: ~2x faster on CPU, embeddings "
+        "approximate (docs/benchmarks.md measures the top-10 agreement); default: exact fp32",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = subparsers.add_parser("recommend", help="top-k items for one history, printed as a table")
     p.add_argument("artifact", type=Path, help="serving artifact directory")
     p.add_argument(
-        "--history", nargs="+", required=True, help="item ids or exact titles, oldest first"
+        "--history",
+        nargs="+",
+        required=True,
+        help="item ids or titles (any case, optionally with the year: 'Toy Story (1995)'), "
+        "oldest first",
     )
     p.add_argument("--query", default=None, help="optional search query")
     p.add_argument("-k", type=int, default=10)
@@ -176,7 +204,21 @@ def cmd_add_items(args: argparse.Namespace) -> int:
     return 0
 
 
+def api_key_from(option: str | None) -> str | None:
+    """--api-key if given, else $KARMA_API_KEY (unset or empty: no key)."""
+    if option is not None:
+        return option
+    return os.environ.get(API_KEY_ENV) or None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    # Idle OpenMP threads sleep instead of spinning: on a shared CPU spinning workers steal the
+    # cores the next request needs (set before torch starts its thread pool).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if args.threads is not None and args.threads < 1:
+        raise KarmaError(f"karma serve: --threads must be >= 1, got {args.threads}")
+    args.api_key = api_key_from(args.api_key)
+
     from karma.serve.app import ServeConfig, serve
     from karma.serve.artifact import load_artifact
 
@@ -186,7 +228,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args,
         ["host", "port", "api_key", "index", "max_batch", "max_wait_ms"],
     )
-    serve(load_artifact(args.artifact, index=args.index), config)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    serve(load_artifact(args.artifact, index=args.index, quantize=args.quantize), config)
     return 0
 
 
