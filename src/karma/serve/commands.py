@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 ConfigT = TypeVar("ConfigT")
+API_KEY_ENV = "KARMA_API_KEY"  # where `karma serve` reads the API key when --api-key is absent
 
 
 def _quiet_faiss_loader() -> None:
@@ -64,11 +66,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = subparsers.add_parser("serve", help="serve an artifact over HTTP (FastAPI + uvicorn)")
     p.add_argument("artifact", type=Path, help="serving artifact directory")
     p.set_defaults(config_fields=add_config_options(p, ServeConfig), func=cmd_serve)
+    # How the process loads and runs the model (not service settings, so not in ServeConfig).
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads of the encoder (default: torch's)"
+    )
+    p.add_argument(
+        "--quantize",
+        choices=("int8",),
+        default=None,
+        help="int8 dynamic quantization of the LLM's linear layers: ~2x faster on CPU, embeddings "
+        "approximate (docs/benchmarks.md measures the top-10 agreement); default: exact fp32",
+    )
 
     p = subparsers.add_parser("recommend", help="top-k items for one history, printed as a table")
     p.add_argument("artifact", type=Path, help="serving artifact directory")
     p.add_argument(
-        "--history", nargs="+", required=True, help="item ids or exact titles, oldest first"
+        "--history",
+        nargs="+",
+        required=True,
+        help="item ids or titles (any case, optionally with the year: 'Toy Story (1995)'), "
+        "oldest first",
     )
     p.add_argument("--query", default=None, help="optional search query")
     p.add_argument("-k", type=int, default=10)
@@ -165,12 +182,30 @@ def cmd_add_items(args: argparse.Namespace) -> int:
     return 0
 
 
+def api_key_from(option: str | None) -> str | None:
+    """--api-key if given, else $KARMA_API_KEY (unset or empty: no key)."""
+    if option is not None:
+        return option
+    return os.environ.get(API_KEY_ENV) or None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    # Idle OpenMP threads sleep instead of spinning: on a shared CPU spinning workers steal the
+    # cores the next request needs (set before torch starts its thread pool).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if args.threads is not None and args.threads < 1:
+        raise KarmaError(f"karma serve: --threads must be >= 1, got {args.threads}")
+    args.api_key = api_key_from(args.api_key)
+
     from karma.serve.app import serve
     from karma.serve.artifact import load_artifact
 
     config = _config_from_options("serve", ServeConfig, args, args.config_fields)
-    serve(load_artifact(args.artifact, index=args.index), config)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    serve(load_artifact(args.artifact, index=args.index, quantize=args.quantize), config)
     return 0
 
 

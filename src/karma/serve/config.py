@@ -22,7 +22,9 @@ class ServeConfig:
     port: int = 8000
     """TCP port."""
     api_key: str | None = None
-    """When set, /v1/* requires header X-API-Key with this value."""
+    """When set, /v1/* requires header X-API-Key with this value; `karma serve` reads it from the
+    environment variable KARMA_API_KEY when the option is not given (prefer that: a command-line
+    value is visible to other users in `ps`)."""
     index: IndexKind = "flat"
     """Which saved index to search: flat, ivf or hnsw."""
     max_history: int = 200
@@ -31,8 +33,9 @@ class ServeConfig:
     """Largest accepted k."""
     max_batch: int = 32
     """Micro-batcher: most requests per encoder call."""
-    max_wait_ms: float = 2.0
-    """Micro-batcher: longest wait for more requests before running a batch."""
+    max_wait_ms: float = 0.0
+    """Micro-batcher: longest wait for more requests before running a batch (0 = run at once with
+    whatever is queued; requests arriving during a batch form the next one)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:

@@ -25,6 +25,7 @@ from karma.config import from_dict, to_dict
 from karma.errors import KarmaError
 from karma.model.config import EncoderConfig
 from karma.model.encoder import KarmaEncoder
+from karma.serve.fast_decoder import PrefixCachedDecoder
 
 KIND = "karma"
 BACKBONE_DIR = "backbone"
@@ -43,6 +44,7 @@ class KarmaInterestEncoder(nn.Module):
         self.encoder = encoder
         self.embedding_dim = encoder.embedding_dim
         self._index_of: dict[str, int] = {}
+        self.readout_pass: PrefixCachedDecoder | None = None  # built by after_load (serving)
         for i, text in enumerate(item_texts):
             self._index_of.setdefault(text, i)
         # Every child of the causal LM except its output head (the LM head decodes text: train only).
@@ -72,7 +74,10 @@ class KarmaInterestEncoder(nn.Module):
 
     def after_load(self) -> None:
         """Recompute the pooled item-text cache from the loaded (not the random) embedding table."""
-        self.encoder.refresh_item_cache()
+        enc = self.encoder
+        enc.refresh_item_cache()
+        if PrefixCachedDecoder.supports(enc):
+            self.readout_pass = PrefixCachedDecoder(enc)
 
     # --- catalog ----------------------------------------------------------------------------
 
@@ -117,11 +122,15 @@ class KarmaInterestEncoder(nn.Module):
         index = torch.tensor(self._indices(texts), dtype=torch.int64)
         return self.encoder.item_embeddings(index).float().cpu().numpy()  # (N, e)
 
-    @torch.no_grad()
+    @torch.no_grad()  # (the readout pass runs in inference mode itself)
     def interest_embeddings(
         self, histories: Sequence[Sequence[str]], queries: Sequence[str | None]
     ) -> np.ndarray:
         indexed = [np.asarray(self._indices(h), dtype=np.int64) for h in histories]
+        if self.readout_pass is not None:  # same maths, only the readout position's work
+            layout = self.encoder.layout(indexed, list(queries))
+            hidden = self.readout_pass.readout_hidden(layout)  # (B, d)
+            return self.encoder.interest_embeddings(hidden).float().cpu().numpy()  # (B, e)
         users = self.encoder.encode_users(indexed, list(queries), batch_size=max(1, len(indexed)))
         return users.float().cpu().numpy()  # (B, e)
 
