@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from karma.cli import main
-from karma.eval.synthetic import write_tiny_dataset
+from karma.testing.datasets import write_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ runs:
     kind: karma
     config: configs/debug/tiny.yaml
     overrides: [train.max_steps=4, train.eval_every=2, train.checkpoint_every=2,
-                train.warmup_steps=1, knowledge.reconstruction_weight=0.5]
+                train.lr_warmup_steps=1, knowledge.reconstruction_weight=0.5]
 """
     )
     out = tmp_path / "report"

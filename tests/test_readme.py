@@ -28,7 +28,7 @@ import pytest
 
 from karma.cli import main
 from karma.config import load_config
-from karma.eval.synthetic import write_tiny_dataset
+from karma.testing.datasets import write_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / "configs" / "debug" / "tiny.yaml"

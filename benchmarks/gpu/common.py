@@ -127,7 +127,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 def smoke_dataset(root: Path) -> Path:
     """A tiny prepared dataset with 8-dim features named `text` (for L_flow)."""
-    from karma.eval.synthetic import write_tiny_dataset
+    from karma.testing.datasets import write_tiny_dataset
 
     path = root / "tiny-data"
     if not (path / "manifest.json").is_file():

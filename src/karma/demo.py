@@ -89,13 +89,13 @@ def ensure_dataset(data: Path) -> None:
 def features_needed(grid: GridConfig) -> set[str]:
     """Feature matrices the grid's KARMA runs read (the flow head's target, encoder features)."""
     from karma.config import load_config
-    from karma.train.run_config import RunConfig
+    from karma.runs import recipe_for
 
     needed: set[str] = set()
     for spec in grid.runs:
         if spec.kind != "karma":
             continue
-        config = load_config(RunConfig, spec.config, list(spec.overrides))
+        config = load_config(recipe_for("karma").config_type, spec.config, list(spec.overrides))
         if config.knowledge.flow_weight > 0 and config.knowledge.feature_name:
             needed.add(config.knowledge.feature_name)
         if config.model.encoder.features:
@@ -134,7 +134,7 @@ def search_examples(run_dir: Path, dataset: PreparedDataset, count: int) -> str:
     import numpy as np
 
     from karma.eval.ranking import top_k_items
-    from karma.train.runs import load_retriever
+    from karma.runs import load_retriever
 
     retriever = load_retriever(run_dir, dataset.root)
     examples = dataset.examples("test")

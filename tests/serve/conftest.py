@@ -10,7 +10,9 @@ import pytest
 
 from karma.serve.artifact import ServingModel, load_artifact
 from karma.serve.export import write_artifact
-from karma.serve.toy_encoder import ToyInterestEncoder
+from karma.testing.toy_encoder import ToyInterestEncoder, register_toy_encoder
+
+register_toy_encoder()  # artifacts of kind "toy" load in every serving test
 
 GENRES = ["comedy", "drama", "horror", "space", "western", "romance", "crime", "music"]
 

@@ -138,6 +138,16 @@ class KarmaEncoder(nn.Module):
 
     # ----- items ----------------------------------------------------------------------------
 
+    def refresh_item_cache(self) -> None:
+        """Recompute the pooled item-text cache from the current embedding table.
+
+        Call after loading trained weights: the cache was pooled from the table the encoder was
+        built with, which a checkpoint may replace (a random `tiny` backbone, a tuned table).
+        """
+        if self.pooled_item_text is not None:
+            with torch.no_grad():
+                self.pooled_item_text = self._pool_text(torch.arange(self.num_items))
+
     def item_tokens(self, item_idx: torch.Tensor) -> torch.Tensor:
         """(...,) item indices -> (..., d) continuous item tokens x_i (float32)."""
         flat = item_idx.reshape(-1)  # (K,)

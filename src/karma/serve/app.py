@@ -41,43 +41,10 @@ from karma.serve.api_schema import (
 )
 from karma.serve.artifact import Recommendations, ServingModel
 from karma.serve.batcher import MicroBatcher
+from karma.serve.config import ServeConfig
 from karma.serve.lookup import AmbiguousItemsError, UnknownItemsError
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ServeConfig:
-    """Service settings (the `karma serve` options)."""
-
-    host: str = "127.0.0.1"
-    """Address to bind; loopback by default."""
-    port: int = 8000
-    """TCP port."""
-    api_key: str | None = None
-    """When set, /v1/* requires header X-API-Key with this value."""
-    index: str = "flat"
-    """Which saved index to search: flat, ivf or hnsw."""
-    max_history: int = 200
-    """Longest accepted history (items)."""
-    max_k: int = 1000
-    """Largest accepted k."""
-    max_batch: int = 32
-    """Micro-batcher: most requests per encoder call."""
-    max_wait_ms: float = 0.0
-    """Micro-batcher: longest wait for more requests before running a batch (0 = run at once with
-    whatever is queued; requests arriving during a batch form the next one)."""
-
-    def __post_init__(self) -> None:
-        if not 0 < self.port < 65536:
-            raise ValueError(f"port: must be in 1..65535, got {self.port}")
-        for name in ("max_history", "max_k", "max_batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms: must be >= 0, got {self.max_wait_ms}")
-        if self.api_key is not None and not self.api_key:
-            raise ValueError("api_key: must not be empty (leave it unset for no key)")
 
 
 class ServiceError(Exception):

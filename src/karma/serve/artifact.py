@@ -28,7 +28,7 @@ from safetensors.numpy import save_file as save_numpy
 from karma.errors import KarmaError
 from karma.serve import index as item_index
 from karma.serve.lookup import ItemLookup
-from karma.serve.protocol import InterestEncoder, is_train_only_key
+from karma.serve.protocol import InterestEncoder, encoder_builder, is_train_only_key
 
 FORMAT = "karma-serving-artifact"
 FORMAT_VERSION = 1
@@ -224,8 +224,6 @@ def load_artifact(
     """
     import torch
     from safetensors.torch import load_file as load_torch
-
-    from karma.serve.protocol import encoder_builder
 
     directory = Path(directory)
     manifest = read_manifest(directory)

@@ -13,7 +13,6 @@ every knowledge-objective head stay out: they live outside `KarmaModel.encoder` 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from karma.config import from_dict, to_dict
 from karma.errors import KarmaError
 from karma.model.config import EncoderConfig
 from karma.model.encoder import KarmaEncoder
 from karma.serve.fast_decoder import PrefixCachedDecoder
-from karma.serve.protocol import register_encoder
-from karma.serve.run_loader import LoadedRun
 
 KIND = "karma"
 BACKBONE_DIR = "backbone"
@@ -62,8 +60,6 @@ class KarmaInterestEncoder(nn.Module):
         )
 
     def encoder_config(self) -> dict[str, Any]:
-        from karma.config import to_dict
-
         return {
             "encoder": to_dict(self.encoder.config),
             "mode": self.encoder.mode,
@@ -79,9 +75,7 @@ class KarmaInterestEncoder(nn.Module):
     def after_load(self) -> None:
         """Recompute the pooled item-text cache from the loaded (not the random) embedding table."""
         enc = self.encoder
-        if enc.pooled_item_text is not None:
-            with torch.no_grad():
-                enc.pooled_item_text = enc._pool_text(torch.arange(enc.num_items))
+        enc.refresh_item_cache()
         if PrefixCachedDecoder.supports(enc):
             self.readout_pass = PrefixCachedDecoder(enc)
 
@@ -146,8 +140,6 @@ def build_from_config(artifact_dir: Path, config: dict[str, Any]) -> nn.Module:
     import pandas as pd
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from karma.config import from_dict
-
     backbone = AutoModelForCausalLM.from_config(
         AutoConfig.from_pretrained(artifact_dir / BACKBONE_DIR)
     )
@@ -169,46 +161,3 @@ def build_from_config(artifact_dir: Path, config: dict[str, Any]) -> nn.Module:
         max_history=config["max_history"],
     )
     return KarmaInterestEncoder(encoder, texts)
-
-
-def register() -> None:
-    register_encoder(KIND, build_from_config)
-
-
-def _sha256(paths: Sequence[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def load_run(run_dir: Path) -> LoadedRun:
-    """A training run's best (else latest) weights as a serving encoder, with its catalog."""
-    from karma.config import to_dict
-    from karma.data import schema
-    from karma.train.runs import CONFIG_FILE, best_weights, load_run_config, load_trained_task
-
-    config_path = run_dir / CONFIG_FILE
-    config = load_run_config(run_dir)
-    weights = best_weights(run_dir)
-    task = load_trained_task(run_dir)
-    if config.model.encoder.features:
-        raise KarmaError(
-            f"{run_dir}: exporting models with item features (model.encoder.features) is not supported yet"
-        )
-    ds = task.dataset
-    texts = ds.item_texts(with_categories=config.model.encoder.item_text_categories)
-    data_files = [ds.root / schema.ITEMS_FILE, ds.root / schema.INTERACTIONS_FILE]
-    provenance = {
-        "backbone": config.model.backbone.name,
-        "data_hash": _sha256(data_files),
-        "config_hash": _sha256([config_path]),
-        "run_dir": str(run_dir),
-        "weights": str(weights),
-        "dataset": ds.name,
-        "knowledge": to_dict(config.knowledge),
-        "tuning": config.model.backbone.tuning,
-    }
-    return LoadedRun(KarmaInterestEncoder(task.encoder, texts), ds.items, texts, provenance)
