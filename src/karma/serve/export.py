@@ -150,6 +150,9 @@ def write_artifact(
         },
         "tokenizer": artifact.TOKENIZER_DIR if has_tokenizer else None,
         "items": artifact.ITEMS_FILE,
+        "item_inputs": (
+            artifact.ITEM_INPUTS_FILE if (out / artifact.ITEM_INPUTS_FILE).is_file() else None
+        ),
         "item_embeddings": artifact.ITEM_EMBEDDINGS_FILE,
         "indexes": {},
         "run": provenance,

@@ -38,8 +38,15 @@ class KarmaInterestEncoder(nn.Module):
 
     kind = KIND
 
-    def __init__(self, encoder: KarmaEncoder, item_texts: list[str]) -> None:
+    def __init__(
+        self,
+        encoder: KarmaEncoder,
+        item_texts: list[str],
+        feature_source: dict[str, Any] | None = None,
+    ) -> None:
+        """`feature_source`: how new items get feature rows (`karma.serve.item_features`)."""
         super().__init__()
+        self.feature_source = feature_source
         if len(item_texts) != encoder.num_items:
             raise ValueError(f"{len(item_texts)} texts for {encoder.num_items} encoder items")
         self.encoder = encoder
@@ -66,20 +73,25 @@ class KarmaInterestEncoder(nn.Module):
             "encoder": to_dict(self.encoder.config),
             "mode": self.encoder.mode,
             "max_history": self.encoder.max_history,
+            "feature_source": self.feature_source,
         }
 
     def save_assets(self, directory: Path) -> bool:
         """Tokenizer and backbone config.json: what `build_from_config` rebuilds the LLM from."""
         self.encoder.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
         self.encoder.backbone.config.save_pretrained(str(directory / BACKBONE_DIR))
+        self.save_item_inputs(directory)
         return True
+
+    def save_item_inputs(self, directory: Path) -> None:
+        """Features / backbone item-text states, rows = the current catalog (artifact layout)."""
+        from karma.serve.artifact import save_item_inputs
+
+        save_item_inputs(directory, self.encoder.item_input_tables())
 
     def after_load(self) -> None:
         """Recompute the pooled item-text cache from the loaded (not the random) embedding table."""
-        enc = self.encoder
-        if enc.pooled_item_text is not None:
-            with torch.no_grad():
-                enc.pooled_item_text = enc._pool_text(torch.arange(enc.num_items))
+        self.encoder.refresh_item_text_cache()
 
     # --- catalog ----------------------------------------------------------------------------
 
@@ -92,28 +104,13 @@ class KarmaInterestEncoder(nn.Module):
 
     def _append_items(self, texts: list[str]) -> None:
         enc = self.encoder
-        if enc.item_features is not None or enc.item_id_embedding is not None:
-            raise KarmaError(
-                "this model needs per-item features or ID embeddings, which new items do not have; "
-                "items can be added from text alone only to text-only models"
-            )
-        ids, mask = enc._item_text_matrix(texts)  # (M, L')
-        width = max(ids.shape[1], enc.item_text_ids.shape[1])
-        old_ids = nn.functional.pad(enc.item_text_ids, (0, width - enc.item_text_ids.shape[1]))
-        old_mask = nn.functional.pad(enc.item_text_mask, (0, width - enc.item_text_mask.shape[1]))
-        device = old_ids.device
-        enc.item_text_ids = torch.cat(
-            [old_ids, nn.functional.pad(ids, (0, width - ids.shape[1])).to(device)]
-        )
-        enc.item_text_mask = torch.cat(
-            [old_mask, nn.functional.pad(mask, (0, width - mask.shape[1])).to(device)]
-        )
+        features = None
+        if enc.item_features is not None:
+            from karma.serve.item_features import new_item_features
+
+            features = new_item_features(self.feature_source, texts)
         start = enc.num_items
-        enc.num_items += len(texts)
-        new_index = torch.arange(start, enc.num_items, device=device)
-        if enc.pooled_item_text is not None:
-            with torch.no_grad():
-                enc.pooled_item_text = torch.cat([enc.pooled_item_text, enc._pool_text(new_index)])
+        enc.append_items(texts, features)
         for offset, text in enumerate(texts):
             self._index_of[text] = start + offset
 
@@ -152,15 +149,24 @@ def build_from_config(artifact_dir: Path, config: dict[str, Any]) -> nn.Module:
         .astype(str)
         .tolist()
     )
-    encoder = KarmaEncoder(
-        from_dict(EncoderConfig, config["encoder"]),
-        backbone,
-        tokenizer,
-        texts,
-        mode=config["mode"],
-        max_history=config["max_history"],
-    )
-    return KarmaInterestEncoder(encoder, texts)
+    from karma.serve.artifact import load_item_inputs
+
+    inputs = load_item_inputs(artifact_dir)
+    features = inputs.get("item_features")
+    try:
+        encoder = KarmaEncoder(
+            from_dict(EncoderConfig, config["encoder"]),
+            backbone,
+            tokenizer,
+            texts,
+            features=features.numpy() if features is not None else None,
+            mode=config["mode"],
+            max_history=config["max_history"],
+            item_text_states=inputs.get("item_text_states"),
+        )
+    except ValueError as exc:  # item inputs missing or not aligned with items.parquet
+        raise KarmaError(f"{artifact_dir}: {exc}") from None
+    return KarmaInterestEncoder(encoder, texts, config.get("feature_source"))
 
 
 def register() -> None:
@@ -186,12 +192,13 @@ def load_run(run_dir: Path) -> LoadedRun:
     config = load_run_config(run_dir)
     weights = best_weights(run_dir)
     task = load_trained_task(run_dir)
-    if config.model.encoder.features:
-        raise KarmaError(
-            f"{run_dir}: exporting models with item features (model.encoder.features) is not supported yet"
-        )
     ds = task.dataset
     texts = ds.item_texts(with_categories=config.model.encoder.item_text_categories)
+    source = None
+    if name := config.model.encoder.features:
+        from karma.serve.item_features import feature_source
+
+        source = feature_source(ds.manifest, name, ds.item_texts(), texts)
     data_files = [ds.root / schema.ITEMS_FILE, ds.root / schema.INTERACTIONS_FILE]
     provenance = {
         "backbone": config.model.backbone.name,
@@ -203,4 +210,5 @@ def load_run(run_dir: Path) -> LoadedRun:
         "knowledge": to_dict(config.knowledge),
         "tuning": config.model.backbone.tuning,
     }
-    return LoadedRun(KarmaInterestEncoder(task.encoder, texts), ds.items, texts, provenance)
+    encoder = KarmaInterestEncoder(task.encoder, texts, source)
+    return LoadedRun(encoder, ds.items, texts, provenance)

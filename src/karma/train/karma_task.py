@@ -24,9 +24,8 @@ from karma.config import from_dict
 from karma.data import schema
 from karma.data.dataset import Examples, PreparedDataset
 from karma.errors import ConfigError
-from karma.model.backbone import load_backbone
 from karma.model.config import ModelConfig
-from karma.model.encoder import KarmaEncoder
+from karma.model.encoder import KarmaEncoder, build_encoder
 from karma.objectives.action import ActionConfig, ActionLoss
 from karma.objectives.base import LossOutput
 from karma.objectives.knowledge import (
@@ -121,11 +120,8 @@ class KarmaTask:
         ds = self.dataset
         features = ds.features(model.encoder.features)[1] if model.encoder.features else None
         torch.manual_seed(seed)  # the random `tiny` backbone and the new heads start from the seed
-        backbone, tokenizer = load_backbone(model.backbone)
-        encoder = KarmaEncoder(
-            model.encoder,
-            backbone,
-            tokenizer,
+        encoder = build_encoder(
+            model,
             ds.item_texts(with_categories=model.encoder.item_text_categories),
             features=features,
             mode=data.mode,
