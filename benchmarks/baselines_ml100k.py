@@ -3,7 +3,7 @@
     python benchmarks/baselines_ml100k.py [--data /tmp/ml100k] [key=value SASRecConfig overrides]
 
 Prepares ml-100k into --data with `karma.data.prepare.prepare_dataset` if it is not there yet,
-trains SASRec+ with configs/ml-100k/sasrec.yaml, evaluates both baselines on the test split
+trains SASRec+ with configs/ml-100k/sasrec.yaml (the sasrec recipe, into --run-dir), evaluates both baselines on the test split
 (history masked, ties as random tie-breaking) and writes benchmarks/results/baselines_ml100k.json.
 """
 
@@ -17,10 +17,12 @@ import torch
 
 from bench_record import ROOT, write_result
 from karma.baselines.popularity import PopularityRetriever
-from karma.baselines.sasrec import SASRecConfig, fit_sasrec
+from karma.baselines.sasrec import SASRecConfig
 from karma.config import load_config, to_dict
 from karma.data.dataset import PreparedDataset
 from karma.eval.evaluate import evaluate
+from karma.runs import load_retriever, open_run
+from karma.runs.recipes.sasrec import SASRecRecipe
 
 
 def main() -> None:
@@ -31,6 +33,7 @@ def main() -> None:
         "--out", type=Path, default=ROOT / "benchmarks/results/baselines_ml100k.json"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (shared CPUs: 1)")
+    parser.add_argument("--run-dir", type=Path, default=Path("/tmp/karma-bench/sasrec-ml100k"))
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -46,22 +49,24 @@ def main() -> None:
 
     config = load_config(SASRecConfig, args.config, args.overrides)
     start = time.perf_counter()
-    fit = fit_sasrec(dataset, config)
+    summary = SASRecRecipe().train(config, args.run_dir, args.data, resume=False)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    sasrec = evaluate(fit.retriever, dataset, bootstrap=1000)
+    sasrec = evaluate(load_retriever(args.run_dir), dataset, bootstrap=1000)
     eval_seconds = time.perf_counter() - start
+    info = open_run(args.run_dir).info
     results["sasrec"] = sasrec.to_dict() | {
         "config": to_dict(config),
-        "best_epoch": fit.best_epoch,
-        "epochs_run": len(fit.history),
-        "best_valid": fit.best_valid,
+        "best_step": info.best_step,
+        "steps_run": summary.get("steps"),
+        "best_valid_ndcg@10": info.best_metric,
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
-        "history": fit.history,
     }
     print(sasrec.to_markdown())
-    print(f"sasrec: {len(fit.history)} epochs in {train_seconds:.0f}s, best epoch {fit.best_epoch}")
+    print(
+        f"sasrec: {summary.get('steps')} steps in {train_seconds:.0f}s, best step {info.best_step}"
+    )
     payload = {
         "dataset": {
             "name": dataset.name,

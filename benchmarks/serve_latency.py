@@ -2,6 +2,9 @@
 
     python benchmarks/serve_latency.py --artifacts ART_KARMA ART_ACTION
     python benchmarks/serve_latency.py --tiny        # two tiny random-Llama artifacts (pipeline check)
+    python benchmarks/serve_latency.py --artifact ART --code before=/tmp/main/src --code after=src \
+        --code int8=src --server-args 'int8=--quantize int8' --concurrency 1 50
+        # one artifact served by several code trees / options, side by side
 
 Each artifact is served by `karma serve` in its own subprocess on 127.0.0.1 (nothing else is
 contacted); an async httpx client sends `--requests` POST /v1/search requests, at most
@@ -12,6 +15,11 @@ histories, in the same order, for both artifacts). Latency is per request, clien
 machine falls on both alike. The two runs are reported as KARMA / action-only ratios: KARMA's
 training-only heads are not exported, so the ratios should be ~1. Writes
 benchmarks/results/serve_latency.json.
+
+With `--artifact ART --code NAME=SRC ...` the same artifact is served once per code tree (each
+server runs `python -m karma serve` with PYTHONPATH=SRC), rounds alternate between them in the same
+way, and each `--concurrency` level is measured in turn: a before/after comparison of the service
+code on one machine at one time. Writes benchmarks/results/serve_latency_compare.json.
 """
 
 from __future__ import annotations
@@ -99,12 +107,19 @@ async def send(
         return latencies, time.perf_counter() - start
 
 
-def start_server(artifact: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
-    """`karma serve ARTIFACT` on a free loopback port, once /healthz answers."""
+def start_server(
+    artifact: Path,
+    args: argparse.Namespace,
+    src: Path | None = None,
+    extra: list[str] | None = None,
+) -> tuple[subprocess.Popen, int]:
+    """`karma serve ARTIFACT` on a free loopback port (code from `src` if given), once /healthz answers."""
     port = free_port()
     command = [sys.executable, "-m", "karma", "serve", str(artifact), "--host", HOST]
-    command += ["--port", str(port), "--max-batch", str(args.max_batch)]
+    command += ["--port", str(port), "--max-batch", str(args.max_batch), *(extra or [])]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
+    if src is not None:
+        env["PYTHONPATH"] = str(src.resolve())
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + args.startup_timeout
     while True:
@@ -122,41 +137,58 @@ def start_server(artifact: Path, args: argparse.Namespace) -> tuple[subprocess.P
 
 
 def measure(
-    artifacts: dict[str, Path], histories: list[list[str]], args: argparse.Namespace
+    artifacts: dict[str, Path],
+    histories: list[list[str]],
+    args: argparse.Namespace,
+    sources: dict[str, Path] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Both servers up at once; rounds alternate which goes first, so CPU drift hits both alike."""
-    servers = {name: start_server(path, args) for name, path in artifacts.items()}
+    sources = sources or {}
+    servers = {
+        name: start_server(path, args, sources.get(name)) for name, path in artifacts.items()
+    }
     try:
-        latencies: dict[str, list[float]] = {name: [] for name in artifacts}
-        walls = dict.fromkeys(artifacts, 0.0)
-        for _, port in servers.values():
-            asyncio.run(send(port, histories[: args.warmup], args.concurrency, args.k))
-        measured = histories[args.warmup :]
-        per_round = int(np.ceil(len(measured) / args.rounds))
-        for r in range(args.rounds):
-            chunk = measured[r * per_round : (r + 1) * per_round]
-            order = list(servers) if r % 2 == 0 else list(reversed(servers))
-            for name in order:
-                values, wall = asyncio.run(send(servers[name][1], chunk, args.concurrency, args.k))
-                latencies[name] += values
-                walls[name] += wall
-        out = {}
-        for name, (_, port) in servers.items():
-            health = httpx.get(f"http://{HOST}:{port}/healthz", timeout=10).json()
-            values = np.asarray(latencies[name])
-            out[name] = {
-                "requests": len(values),
-                "p50_ms": float(np.percentile(values, 50)),
-                "p99_ms": float(np.percentile(values, 99)),
-                "mean_ms": float(values.mean()),
-                "requests_per_s": len(values) / walls[name],
-                "mean_server_batch": float(health["mean_batch"]),
-            }
-        return out
+        return measure_servers(servers, histories, args, args.concurrency[0])
     finally:
         for server, _ in servers.values():
             server.terminate()
             server.wait(timeout=30)
+
+
+def measure_servers(
+    servers: dict[str, tuple[subprocess.Popen, int]],
+    histories: list[list[str]],
+    args: argparse.Namespace,
+    concurrency: int,
+) -> dict[str, dict[str, float]]:
+    """Latency and throughput of running servers at one concurrency level (alternating rounds)."""
+    latencies: dict[str, list[float]] = {name: [] for name in servers}
+    walls = dict.fromkeys(servers, 0.0)
+    for _, port in servers.values():
+        asyncio.run(send(port, histories[: args.warmup], concurrency, args.k))
+    measured = histories[args.warmup :]
+    per_round = int(np.ceil(len(measured) / args.rounds))
+    for r in range(args.rounds):
+        chunk = measured[r * per_round : (r + 1) * per_round]
+        order = list(servers) if r % 2 == 0 else list(reversed(servers))
+        for name in order:
+            values, wall = asyncio.run(send(servers[name][1], chunk, concurrency, args.k))
+            latencies[name] += values
+            walls[name] += wall
+    out = {}
+    for name, (_, port) in servers.items():
+        health = httpx.get(f"http://{HOST}:{port}/healthz", timeout=10).json()
+        values = np.asarray(latencies[name])
+        out[name] = {
+            "requests": len(values),
+            "concurrency": concurrency,
+            "p50_ms": float(np.percentile(values, 50)),
+            "p99_ms": float(np.percentile(values, 99)),
+            "mean_ms": float(values.mean()),
+            "requests_per_s": len(values) / walls[name],
+            "mean_server_batch": float(health["mean_batch"]),  # since the server started
+        }
+    return out
 
 
 def main() -> None:
@@ -166,7 +198,20 @@ def main() -> None:
     parser.add_argument("--tiny-items", type=int, default=2000)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[16])
+    parser.add_argument(
+        "--artifact", type=Path, help="with --code: one artifact, several code trees"
+    )
+    parser.add_argument(
+        "--code", action="append", default=[], metavar="NAME=SRC", help="a code tree to serve with"
+    )
+    parser.add_argument(
+        "--server-args",
+        action="append",
+        default=[],
+        metavar="NAME=ARGS",
+        help="extra `karma serve` options of the --code server NAME, e.g. 'int8=--quantize int8'",
+    )
     parser.add_argument("--rounds", type=int, default=6, help="alternating measurement rounds")
     parser.add_argument("--history-len", type=int, default=20)
     parser.add_argument("-k", type=int, default=10)
@@ -174,6 +219,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="OMP threads of each server")
     parser.add_argument("--startup-timeout", type=float, default=300)
     args = parser.parse_args()
+    if args.code:
+        if args.artifact is None or len(args.code) < 2:
+            parser.error("--code needs --artifact ART and at least two NAME=SRC")
+        compare_code(args)
+        return
     if (args.artifacts is None) == (not args.tiny):
         parser.error("give --artifacts KARMA ACTION_ONLY or --tiny")
 
@@ -227,6 +277,60 @@ def main() -> None:
         "ratio_karma_over_action_only": ratio,
     }
     print(f"wrote {write_result('serve_latency', result)}")
+
+
+def random_histories(artifact: Path, args: argparse.Namespace) -> list[list[str]]:
+    ids = pd.read_parquet(artifact / "items.parquet", columns=["item_id"])["item_id"]
+    ids = ids.astype(str).tolist()
+    rng = np.random.default_rng(0)
+    return [
+        [ids[i] for i in rng.choice(len(ids), args.history_len, replace=False)]
+        for _ in range(args.warmup + args.requests)
+    ]
+
+
+def compare_code(args: argparse.Namespace) -> None:
+    """One artifact served by each code tree; every concurrency level, rounds alternating."""
+    sources = {}
+    for spec in args.code:
+        name, _, src = spec.partition("=")
+        sources[name] = Path(src)
+    histories = random_histories(args.artifact, args)
+    extras: dict[str, list[str]] = {}
+    for spec in args.server_args:
+        name, _, rest = spec.partition("=")
+        extras[name] = rest.split()
+    servers = {
+        name: start_server(args.artifact, args, src, extras.get(name))
+        for name, src in sources.items()
+    }
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    try:
+        for concurrency in args.concurrency:
+            stats = measure_servers(servers, histories, args, concurrency)
+            results[f"concurrency_{concurrency}"] = stats
+            for name, r in stats.items():
+                print(
+                    f"{concurrency:>3} clients {name:>8}: p50 {r['p50_ms']:7.1f} ms  "
+                    f"p99 {r['p99_ms']:7.1f} ms  {r['requests_per_s']:6.1f} req/s",
+                    flush=True,
+                )
+    finally:
+        for server, _ in servers.values():
+            server.terminate()
+            server.wait(timeout=30)
+    settings = {
+        k: getattr(args, k)
+        for k in ("requests", "warmup", "rounds", "history_len", "k", "max_batch", "threads")
+    }
+    payload = {
+        "artifact": str(args.artifact),
+        "code": {name: str(src) for name, src in sources.items()},
+        "server_args": extras,
+        "settings": settings,
+        "results": results,
+    }
+    print(f"wrote {write_result('serve_latency_compare', payload)}")
 
 
 if __name__ == "__main__":

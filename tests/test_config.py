@@ -123,7 +123,7 @@ def test_every_train_config_field_has_a_docstring() -> None:
         ("train.lr=0", r"train\.lr: must be > 0"),
         ("train.grad_accum=0", r"train\.grad_accum: must be >= 1"),
         ("train.max_steps=0", r"train\.max_steps: must be >= 1"),
-        ("train.warmup_stage_steps=-1", r"train\.warmup_stage_steps: must be >= 0"),
+        ("train.semantic_warmup_steps=-1", r"train\.semantic_warmup_steps: must be >= 0"),
         ("train.max_epochs=0", r"train\.max_epochs: must be >= 1 or null"),
         ("train.clip_norm=-1", r"train\.clip_norm: must be > 0 or null"),
         ("train.betas=[0.9, 1.5]", r"train\.betas: must be two numbers in \[0, 1\)"),

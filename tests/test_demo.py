@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from karma.cli import main
-from karma.eval.synthetic import write_tiny_dataset
+from karma.testing.datasets import write_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ runs:
     kind: karma
     config: configs/debug/tiny.yaml
     overrides: [train.max_steps=4, train.eval_every=2, train.checkpoint_every=2,
-                train.warmup_steps=1, knowledge.reconstruction_weight=0.5]
+                train.lr_warmup_steps=1, knowledge.reconstruction_weight=0.5]
 """
     )
     out = tmp_path / "report"
@@ -43,3 +43,11 @@ runs:
 def test_demo_grid_missing_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     assert main(["demo", "--grid", str(tmp_path / "nope.yaml"), "--data", str(tmp_path)]) == 2
     assert "demo grid" in capsys.readouterr().err
+
+
+def test_demo_lists_show_each_title_once() -> None:
+    from karma.demo import distinct_titles
+
+    titles = ["Chasing Amy", "Heat", "chasing  amy", "Sabrina", "Sabrina", "Fargo"]
+    assert distinct_titles([0, 1, 2, 3, 4, 5], titles, 3) == [0, 1, 3]
+    assert distinct_titles([2, 0, 5], titles, 5) == [2, 5]

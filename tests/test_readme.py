@@ -5,7 +5,7 @@ that breaks one fails here. Only what must change for a test is substituted, and
 substitution is listed below: the dataset becomes a tiny prepared one written in code (the
 `data prepare` line itself runs on the real packaged ml-100k), training configs become
 configs/debug/tiny.yaml, the experiment grid a two-run tiny grid, outputs go under tmp_path, the
-server gets a free port, and `recommend` asks for titles of the tiny catalog. Commands run
+server gets a free port, and the tiny catalog carries the two films `recommend` names. Commands run
 in-process through `karma.cli.main` (fast), except `karma serve`, which is started as a
 subprocess, probed on /healthz and stopped.
 """
@@ -28,7 +28,7 @@ import pytest
 
 from karma.cli import main
 from karma.config import load_config
-from karma.eval.synthetic import write_tiny_dataset
+from karma.testing.datasets import write_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / "configs" / "debug" / "tiny.yaml"
@@ -96,7 +96,13 @@ def test_readme_usage_block_runs_as_written(tmp_path: Path, capsys) -> None:
     assert commands and all(argv[0] == "karma" for argv in commands), commands
 
     data = write_tiny_dataset(tmp_path / "tiny")
-    titles = pd.read_parquet(data / "items.parquet")["title"].tolist()
+    # The README's `recommend` names two ml-100k films by title and year: give the tiny catalog
+    # those two titles and a `year` column (MovieLens keeps the year apart from the title).
+    items = pd.read_parquet(data / "items.parquet")
+    items.loc[:1, "title"] = ["Toy Story", "Heat"]
+    items["year"] = "1995"
+    items.to_parquet(data / "items.parquet", index=False)
+    titles = items["title"].tolist()
     grid = tmp_path / "grid.yaml"
     grid.write_text(
         f"name: readme tiny grid\ndata: {data}\noutput_dir: {tmp_path / 'experiment'}\n"
@@ -118,10 +124,6 @@ def test_readme_usage_block_runs_as_written(tmp_path: Path, capsys) -> None:
         "configs/experiments/ablation-ml-100k.yaml": str(grid),
         "artifacts/karma": str(artifact),
         "8000": str(free_port()),
-        # Until the title lookup accepts a year (issue 10 part 4, the "serve" helper), ml-100k's
-        # "Toy Story" is not found as "Toy Story (1995)"; here two titles of the tiny catalog.
-        "Toy Story (1995)": titles[0],
-        "Heat (1995)": titles[1],
     }
     # Per command (its first three words): substitutions that differ, and arguments appended.
     per_command = {

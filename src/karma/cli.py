@@ -15,6 +15,7 @@ import logging
 import sys
 
 from karma import __version__
+from karma.config import DeferredOptionsParser
 from karma.errors import KarmaError
 
 COMMAND_MODULES = (
@@ -35,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"karma {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=DeferredOptionsParser
+    )
     for name in COMMAND_MODULES:
         if importlib.util.find_spec(name) is None:
             continue

@@ -3,11 +3,14 @@
 Every config in karma is a (nested) dataclass. A field's documentation is the string literal on the
 line after it (as in litgpt); `field_docs` reads it so `--help` and error messages can show it.
 `__post_init__` of a config raises `ValueError` naming the bad field; `from_dict` turns that, and
-any unknown key or wrongly typed value, into a `ConfigError` that names the dotted key.
+any unknown key or wrongly typed value, into a `ConfigError` that names the dotted key. A config
+class may list old field names in `RENAMED_KEYS` (old -> new) and `REMOVED_KEYS` (old -> why), so
+an old config fails with the new name rather than "unknown key".
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
 import dataclasses
 import inspect
@@ -15,6 +18,7 @@ import itertools
 import textwrap
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -137,6 +141,13 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
+    renamed: dict[str, str] = getattr(cls, "RENAMED_KEYS", {})
+    removed: dict[str, str] = getattr(cls, "REMOVED_KEYS", {})
+    for key in unknown:
+        if key in renamed:
+            raise ConfigError(f"{prefix}{key} was renamed to {prefix}{renamed[key]}")
+        if key in removed:
+            raise ConfigError(f"{prefix}{key} was removed: {removed[key]}")
     if unknown:
         raise ConfigError(
             f"unknown config key {prefix}{unknown[0]!s}; valid keys here: {', '.join(sorted(names))}"
@@ -208,3 +219,139 @@ def load_config(
 def save_config(obj: Any, path: str | Path) -> None:
     """Write a config dataclass as YAML (the run directory's resolved config)."""
     Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False), encoding="utf-8")
+
+
+# --- command-line options generated from config dataclasses ----------------------------------
+
+
+def _option_help(doc: str, default: Any) -> str:
+    shown = to_dict(default)
+    text = f"{doc} (default: {'null' if shown is None else shown})" if doc else ""
+    return text.replace("%", "%%")  # argparse formats help strings with %
+
+
+def _default(f: dataclasses.Field) -> Any:  # type: ignore[type-arg]
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def add_override_options(
+    parser: argparse.ArgumentParser, cls: type, prefix: str = "", skip: tuple[str, ...] = ()
+) -> None:
+    """One `--section.field VALUE` option per leaf field of nested dataclass `cls`.
+
+    Help is the field's docstring; every option defaults to "not given" (a YAML config supplies
+    the rest), and `overrides_from_options` turns the given ones into `section.field=value`
+    overrides, parsed like the positional ones. Nested dataclasses become option groups.
+    """
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    group: Any = parser
+    if prefix:
+        group = parser.add_argument_group(f"{prefix.rstrip('.')}", (cls.__doc__ or "").strip())
+    nested = []
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        key = f"{prefix}{f.name}"
+        if key in skip:
+            continue
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            nested.append((key, tp))
+            continue
+        choices = get_args(tp) if get_origin(tp) is Literal else None
+        group.add_argument(
+            f"--{key}",
+            dest=f"override:{key}",
+            default=argparse.SUPPRESS,
+            metavar=None if choices else (tp.__name__.upper() if isinstance(tp, type) else "VALUE"),
+            choices=choices,
+            help=_option_help(docs.get(f.name, ""), _default(f)),
+        )
+    for key, tp in nested:
+        add_override_options(parser, tp, f"{key}.", skip)
+
+
+def overrides_from_options(args: argparse.Namespace) -> list[str]:
+    """The `section.field=value` overrides of the options `add_override_options` added."""
+    return [
+        f"{name.removeprefix('override:')}={value}"
+        for name, value in vars(args).items()
+        if name.startswith("override:")
+    ]
+
+
+def add_config_options(
+    parser: argparse.ArgumentParser | Any, cls: type, skip: tuple[str, ...] = ()
+) -> list[str]:
+    """One `--field-name` option per field of flat dataclass `cls`, its default and docstring.
+
+    Returns the field names added; build the config with `cls(**{n: getattr(args, n) ...})`.
+    `X | None` fields take X; a Literal field takes one of its values.
+    """
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    names = []
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in skip:
+            continue
+        tp = hints[f.name]
+        if get_origin(tp) in (Union, types.UnionType):
+            tp = next(a for a in get_args(tp) if a is not type(None))
+        kwargs: dict[str, Any] = {}
+        if get_origin(tp) is Literal:
+            kwargs["choices"] = get_args(tp)
+            tp = type(get_args(tp)[0])
+        if tp not in (int, float, str):
+            raise TypeError(f"{cls.__name__}.{f.name}: no command-line option for {tp}")
+        default = _default(f)
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=f.name,
+            type=tp,
+            default=default,
+            help=_option_help(docs.get(f.name, ""), default),
+            **kwargs,
+        )
+        names.append(f.name)
+    return names
+
+
+class DeferredOptionsParser(argparse.ArgumentParser):
+    """An `ArgumentParser` that adds some options only when it is used.
+
+    `karma --help` builds every subcommand's parser; options generated from a config whose module
+    imports torch (RunConfig) are added by `defer_options` the first time this subcommand parses
+    its arguments or prints its help, so the top-level help stays quick.
+    """
+
+    deferred: list[Callable[[argparse.ArgumentParser], None]]
+
+    def _add_deferred(self) -> None:
+        pending, self.deferred = getattr(self, "deferred", []), []
+        for add in pending:
+            add(self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        self._add_deferred()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._add_deferred()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        self._add_deferred()
+        return super().format_usage()
+
+
+def defer_options(
+    parser: argparse.ArgumentParser, add: Callable[[argparse.ArgumentParser], None]
+) -> None:
+    """Run `add(parser)` when `parser` is first used (a `DeferredOptionsParser`), else now."""
+    if isinstance(parser, DeferredOptionsParser):
+        parser.deferred = [*getattr(parser, "deferred", []), add]
+    else:
+        add(parser)

@@ -89,13 +89,13 @@ def ensure_dataset(data: Path) -> None:
 def features_needed(grid: GridConfig) -> set[str]:
     """Feature matrices the grid's KARMA runs read (the flow head's target, encoder features)."""
     from karma.config import load_config
-    from karma.train.run_config import RunConfig
+    from karma.runs import recipe_for
 
     needed: set[str] = set()
     for spec in grid.runs:
         if spec.kind != "karma":
             continue
-        config = load_config(RunConfig, spec.config, list(spec.overrides))
+        config = load_config(recipe_for("karma").config_type, spec.config, list(spec.overrides))
         if config.knowledge.flow_weight > 0 and config.knowledge.feature_name:
             needed.add(config.knowledge.feature_name)
         if config.model.encoder.features:
@@ -134,7 +134,7 @@ def search_examples(run_dir: Path, dataset: PreparedDataset, count: int) -> str:
     import numpy as np
 
     from karma.eval.ranking import top_k_items
-    from karma.train.runs import load_retriever
+    from karma.runs import load_retriever
 
     retriever = load_retriever(run_dir, dataset.root)
     examples = dataset.examples("test")
@@ -150,8 +150,13 @@ def search_examples(run_dir: Path, dataset: PreparedDataset, count: int) -> str:
     for u in range(len(sample)):
         query = sample.queries[u] or ", ".join(dataset.categories[int(sample.targets[u])])
         words = [w for w in query.lower().replace(",", " ").split() if w]
-        matches = [int(i) for i in top[u] if any(w in texts[int(i)] for w in words)][:5]
-        history = [dataset.titles[int(i)] for i in sample.histories[u][-5:]]
+        matches = distinct_titles(
+            [int(i) for i in top[u] if any(w in texts[int(i)] for w in words)],
+            dataset.titles,
+            5,
+        )
+        recent = distinct_titles([int(i) for i in sample.histories[u][::-1]], dataset.titles, 5)
+        history = [dataset.titles[i] for i in reversed(recent)]
         lines.append(f"\nuser {sample.user_ids[u]}  history (last 5): {'; '.join(history)}")
         lines.append(
             f"  query: {query!r}  (held-out target: {dataset.titles[int(sample.targets[u])]})"
@@ -161,3 +166,19 @@ def search_examples(run_dir: Path, dataset: PreparedDataset, count: int) -> str:
                 f"  {rank}. {dataset.titles[item]}  [{', '.join(dataset.categories[item])}]"
             )
     return "\n".join(lines) + "\n"
+
+
+def distinct_titles(items: list[int], titles: list[str], count: int) -> list[int]:
+    """The first `count` of `items` whose titles differ (ml-100k lists some titles under two ids)."""
+    from karma.serve.lookup import normalize_title
+
+    seen: set[str] = set()
+    out = []
+    for item in items:
+        key = normalize_title(titles[item])
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+        if len(out) == count:
+            break
+    return out

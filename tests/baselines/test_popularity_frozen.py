@@ -14,7 +14,7 @@ from karma.baselines.popularity import PopularityRetriever
 from karma.data.dataset import Examples, PreparedDataset
 from karma.eval.evaluate import evaluate
 from karma.eval.ranking import top_k_items
-from karma.eval.synthetic import write_leave_one_out
+from karma.testing.datasets import write_leave_one_out
 
 
 def test_popularity_ranks_by_training_counts(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +14,14 @@ from karma.baselines.sasrec import (
     SASRecConfig,
     SASRecRetriever,
     SASRecTask,
-    fit_sasrec,
 )
 from karma.config import ConfigError, load_config
 from karma.data.dataset import PreparedDataset
 from karma.eval.evaluate import evaluate
-from karma.eval.registry import load_retriever, write_run_info
-from karma.eval.synthetic import write_leave_one_out
+from karma.runs import load_retriever
+from karma.runs.layout import start_run
+from karma.runs.recipes.sasrec import SASRecRecipe
+from karma.testing.datasets import write_leave_one_out
 
 NUM_ITEMS = 30
 
@@ -74,12 +76,16 @@ def test_batches_are_deterministic_and_shifted(successor_dataset: PreparedDatase
     assert task.num_batches(0) == len(list(task.batches(0)))
 
 
-def test_loss_falls_and_beats_popularity(successor_dataset: PreparedDataset) -> None:
+def test_loss_falls_and_beats_popularity(
+    successor_dataset: PreparedDataset, tmp_path: Path
+) -> None:
     task = SASRecTask(successor_dataset, tiny_config())
     before = task.loss_step(next(task.batches(0)), "joint").parts["ce"]
-    fit = fit_sasrec(successor_dataset, tiny_config(), progress=False)
-    assert fit.history[-1]["loss"] < 0.5 * before
-    sasrec = evaluate(fit.retriever, successor_dataset, bootstrap=0, segments=False)
+    run_dir = tmp_path / "run"
+    SASRecRecipe().train(tiny_config(), run_dir, successor_dataset.root, progress=False)
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert [r["ce"] for r in log if r["kind"] == "train"][-1] < 0.5 * before
+    sasrec = evaluate(load_retriever(run_dir), successor_dataset, bootstrap=0, segments=False)
     pop = evaluate(
         PopularityRetriever.from_dataset(successor_dataset), successor_dataset, bootstrap=0
     )
@@ -103,7 +109,7 @@ def test_save_load_roundtrip(successor_dataset: PreparedDataset, tmp_path: Path)
     retriever = SASRecRetriever(task.model)
     run_dir = tmp_path / "run"
     retriever.save(run_dir)
-    write_run_info(run_dir, "sasrec", successor_dataset.root, num_items=NUM_ITEMS)
+    start_run(run_dir, "sasrec", successor_dataset.root, options={"num_items": NUM_ITEMS})
     loaded = load_retriever(run_dir)
     examples = successor_dataset.examples("test")
     np.testing.assert_allclose(
@@ -127,16 +133,13 @@ def test_shipped_configs_parse(name: str) -> None:
 
 
 def test_trainer_run_dir_evaluates(successor_dataset: PreparedDataset, tmp_path: Path) -> None:
-    from karma.baselines.sasrec_run import train_sasrec
-
     run_dir = tmp_path / "run"
-    trained = train_sasrec(successor_dataset, tiny_config(epochs=6), run_dir, progress=False)
+    SASRecRecipe().train(tiny_config(epochs=6), run_dir, successor_dataset.root, progress=False)
     assert (run_dir / "best").is_dir()
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["kind"] == "sasrec" and info["status"] == "finished"
+    assert info["options"] == {"num_items": NUM_ITEMS} and info["best_step"] is not None
     loaded = load_retriever(run_dir)
-    examples = successor_dataset.examples("test")
-    np.testing.assert_allclose(
-        loaded.user_vectors(examples), trained.user_vectors(examples), atol=1e-5
-    )
     result = evaluate(loaded, successor_dataset, bootstrap=0, segments=False)
     assert result.metrics["hr@10"] > 0.5
 

@@ -10,15 +10,16 @@ import pandas as pd
 import pytest
 import torch
 
+import karma.runs as runs
 from karma.data.dataset import Examples, PreparedDataset
 from karma.diagnostics.attention import collect_readout_attention
 from karma.diagnostics.commands import register
 from karma.errors import KarmaError
-from karma.eval import registry
-from karma.eval.synthetic import write_leave_one_out
 from karma.model.backbone import load_backbone
 from karma.model.config import BackboneConfig, EncoderConfig
 from karma.model.encoder import KarmaEncoder
+from karma.runs.layout import start_run
+from karma.testing.datasets import write_leave_one_out
 
 NUM_ITEMS = 12
 
@@ -74,10 +75,8 @@ def test_diagnose_writes_json_markdown_and_figures(tmp_path, monkeypatch) -> Non
     titles = PreparedDataset(data).titles
     encoders = {"action-only": _encoder(titles), "karma": _encoder(titles)}
     for name in encoders:
-        registry.write_run_info(tmp_path / name, "karma", data)
-    monkeypatch.setattr(
-        registry, "load_retriever", lambda run: _Retriever(encoders[Path(run).name])
-    )
+        start_run(tmp_path / name, "karma", data)
+    monkeypatch.setattr(runs, "load_retriever", lambda run: _Retriever(encoders[run.name]))
     argv = [
         "diagnose",
         str(tmp_path / "action-only"),
@@ -104,8 +103,8 @@ def test_diagnose_writes_json_markdown_and_figures(tmp_path, monkeypatch) -> Non
 def test_bad_layers_and_users_are_user_errors(tmp_path, monkeypatch) -> None:
     data = _dataset(tmp_path / "data")
     encoder = _encoder(PreparedDataset(data).titles)
-    registry.write_run_info(tmp_path / "run", "karma", data)
-    monkeypatch.setattr(registry, "load_retriever", lambda run: _Retriever(encoder))
+    start_run(tmp_path / "run", "karma", data)
+    monkeypatch.setattr(runs, "load_retriever", lambda run: _Retriever(encoder))
     with pytest.raises(KarmaError, match="--layers"):
         main(["diagnose", str(tmp_path / "run"), "--users", "5", "--layers", "7"])
     with pytest.raises(KarmaError, match="--users"):

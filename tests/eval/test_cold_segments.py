@@ -12,7 +12,7 @@ from karma.baselines.popularity import PopularityRetriever
 from karma.data.dataset import Examples, PreparedDataset
 from karma.eval.cold import flat_cold_metrics
 from karma.eval.evaluate import evaluate
-from karma.eval.synthetic import write_leave_one_out
+from karma.testing.datasets import write_leave_one_out
 
 # Every user gets the same scores: items 0..5 score 5, 4, 3, 2, 1.5, 1.8; items 4 and 5 are cold.
 SCORES = np.array([5.0, 4.0, 3.0, 2.0, 1.5, 1.8], dtype=np.float32)

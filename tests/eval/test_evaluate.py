@@ -22,8 +22,9 @@ from karma.eval.evaluate import (
     sample_negatives,
     sampled_auc,
 )
-from karma.eval.registry import load_retriever, write_run_info
-from karma.eval.synthetic import write_leave_one_out
+from karma.runs import load_retriever
+from karma.runs.layout import start_run
+from karma.testing.datasets import write_leave_one_out
 
 
 class OracleRetriever:
@@ -211,6 +212,6 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
 
 
 def test_karma_kind_without_a_training_config_is_a_clear_error(tmp_path: Path) -> None:
-    write_run_info(tmp_path, "karma", tmp_path)
+    start_run(tmp_path, "karma", tmp_path)
     with pytest.raises(KarmaError, match=r"run_config\.yaml"):
         load_retriever(tmp_path)

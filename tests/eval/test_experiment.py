@@ -6,10 +6,8 @@ import numpy as np
 import pytest
 
 from karma.eval.evaluate import EvalResult
-from karma.eval.experiment import compare_runs, paired_difference
+from karma.eval.experiment import paired_difference
 from karma.eval.metrics import TargetRanks
-from karma.eval.registry import write_run_info
-from karma.eval.synthetic import write_leave_one_out
 
 
 def result(user_ids: list[str], greater: list[int]) -> EvalResult:
@@ -26,17 +24,3 @@ def test_paired_difference_matches_users_by_id() -> None:
     assert d.ci[0] <= d.difference <= d.ci[1]
     with pytest.raises(ValueError, match="share no users"):
         paired_difference(a, result(["z"], [0]), "hr@10")
-
-
-def test_compare_runs_table(tmp_path) -> None:
-    from karma.baselines.popularity import PopularityRetriever
-    from karma.data.dataset import PreparedDataset
-
-    rng = np.random.default_rng(0)
-    sequences = [list(rng.integers(0, 20, size=6)) for _ in range(30)]
-    ds = PreparedDataset(write_leave_one_out(tmp_path / "ds", sequences, 20))
-    for name in ("a", "b"):
-        PopularityRetriever.from_dataset(ds).save(tmp_path / name)
-        write_run_info(tmp_path / name, "popularity", ds.root)
-    table = compare_runs([tmp_path / "a", tmp_path / "b"], ds, bootstrap=50)
-    assert "| b |" in table and "+0.0000 [+0.0000, +0.0000]" in table

@@ -9,10 +9,10 @@ import pytest
 
 from karma.config import load_config
 from karma.errors import ConfigError
-from karma.eval.synthetic import write_leave_one_out
 from karma.experiments import runner
 from karma.experiments.grid import GridConfig
 from karma.experiments.report import write_report
+from karma.testing.datasets import write_leave_one_out
 
 ROOT = Path(__file__).resolve().parents[2]
 GENRES = ["comedy", "drama", "horror", "space", "western"]
@@ -41,7 +41,7 @@ def _grid(tmp_path: Path) -> GridConfig:
         "train.max_steps=4",
         "train.eval_every=2",
         "train.checkpoint_every=2",
-        "train.warmup_steps=1",
+        "train.lr_warmup_steps=1",
     ]
     grid_file.write_text(
         f"""

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from karma.config import load_config
-from karma.eval.synthetic import write_tiny_dataset
 from karma.experiments import runner
 from karma.experiments.grid import GridConfig
 from karma.experiments.report import gradient_norm_series, write_report
+from karma.testing.datasets import write_tiny_dataset
 from karma.train.run_config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ TINY = [
     "data.batch_size=4",
     "data.eval_batch_size=16",
     "train.max_steps=2",
-    "train.warmup_steps=1",
+    "train.lr_warmup_steps=1",
     "train.eval_every=2",
     "train.checkpoint_every=2",
     "train.log_every=1",
@@ -55,8 +55,8 @@ def shrink(grid: GridConfig, data: Path, out: Path) -> GridConfig:
         spec.config = ROOT / spec.config
         config = load_config(RunConfig, spec.config, list(spec.overrides))
         extra = list(TINY)
-        if config.train.warmup_stage_steps > 0:
-            extra.append("train.warmup_stage_steps=1")
+        if config.train.semantic_warmup_steps > 0:
+            extra.append("train.semantic_warmup_steps=1")
         if config.knowledge.flow_weight > 0:
             extra.append("knowledge.feature_name=text")
         if config.model.encoder.features:

@@ -16,7 +16,7 @@ from karma.errors import ConfigError
 from karma.model import item_text
 from karma.model.backbone import load_backbone, load_pretrained
 from karma.model.config import BackboneConfig, EncoderConfig, ModelConfig
-from karma.model.encoder import KarmaEncoder, build_encoder
+from karma.model.encoder import KarmaEncoder, encoder_from_config
 
 TEXTS = [f"Item {i} {['comedy', 'drama', 'space'][i % 3]}" for i in range(9)] + [
     "",
@@ -38,7 +38,7 @@ def model_config(**encoder: object) -> ModelConfig:
 
 def build(**encoder: object) -> KarmaEncoder:
     torch.manual_seed(0)
-    return build_encoder(model_config(**encoder), TEXTS, max_history=10).eval()
+    return encoder_from_config(model_config(**encoder), TEXTS, max_history=10).eval()
 
 
 def pretrained() -> LlamaForCausalLM:
@@ -114,7 +114,7 @@ def test_second_build_reads_the_disk_cache(monkeypatch: pytest.MonkeyPatch, cach
     build(item_text_pooling="backbone", item_text_layers=1)  # another depth: another key
     assert calls == [2, 1]
     torch.manual_seed(1)  # other backbone weights: another key
-    build_encoder(model_config(item_text_pooling="backbone"), TEXTS)
+    encoder_from_config(model_config(item_text_pooling="backbone"), TEXTS)
     assert calls == [2, 1, 2]
 
 

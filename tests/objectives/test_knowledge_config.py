@@ -37,7 +37,6 @@ def test_every_field_has_a_docstring() -> None:
         ("target_text_tokens", 0),
         ("prefix_tokens", 0),
         ("flow_hidden", 0),
-        ("flow_sample_steps", 0),
         ("reconstruction_decoder", "copy"),
         ("flow_head", "gan"),
     ],

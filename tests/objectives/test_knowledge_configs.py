@@ -27,12 +27,12 @@ def test_karma_config_differs_from_action_only_only_in_knowledge(path: Path) -> 
         RunConfig, path.with_name(path.name.replace("karma-", "action-only-"))
     )
     assert isinstance(karma.knowledge, KnowledgeConfig)
-    assert karma.knowledge.reconstruction_weight > 0 and karma.train.warmup_stage_steps > 0
+    assert karma.knowledge.reconstruction_weight > 0 and karma.train.semantic_warmup_steps > 0
     assert action_only.knowledge == KnowledgeConfig()  # action-only = every weight 0
     if karma.model.backbone.tuning != "lora":
         assert karma.knowledge.reconstruction_decoder == "shared"
     a, b = to_dict(karma), to_dict(action_only)
     for data in (a, b):
-        data.pop("knowledge"), data.pop("output_dir"), data["train"].pop("warmup_stage_steps")
+        data.pop("knowledge"), data.pop("output_dir"), data["train"].pop("semantic_warmup_steps")
     assert a == b
     assert path.read_text().startswith("# KARMA") and "karma train configs/" in path.read_text()

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from knowledge_fixtures import CallCounter
 
-from karma.eval.synthetic import write_tiny_dataset
 from karma.model.config import BackboneConfig, EncoderConfig, ModelConfig
 from karma.objectives.action import ActionConfig
 from karma.objectives.knowledge import KnowledgeConfig
+from karma.testing.datasets import write_tiny_dataset
 from karma.train.karma_task import DataConfig, KarmaTask
 
 FEATURE_DIM = 6

@@ -10,7 +10,9 @@ import pytest
 
 from karma.serve.artifact import ServingModel, load_artifact
 from karma.serve.export import write_artifact
-from karma.serve.toy_encoder import ToyInterestEncoder
+from karma.testing.toy_encoder import ToyInterestEncoder, register_toy_encoder
+
+register_toy_encoder()  # artifacts of kind "toy" load in every serving test
 
 GENRES = ["comedy", "drama", "horror", "space", "western", "romance", "crime", "music"]
 
@@ -53,3 +55,36 @@ def artifact_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def serving_model(artifact_dir: Path) -> ServingModel:
     return load_artifact(artifact_dir)
+
+
+MOVIES = [  # (item_id, title, year): ml-100k's pattern of titles without the year, some repeated
+    ("1", "Toy Story", "1995"),
+    ("25", "Heat", "1995"),
+    ("246", "Chasing Amy", "1997"),
+    ("268", "Chasing Amy", "1997"),
+    ("274", "Sabrina", "1995"),
+    ("486", "Sabrina", "1954"),
+    ("900", "Nameless", None),
+    ("901", "Star Wars", "1977"),
+]
+
+
+def make_movies() -> tuple[pd.DataFrame, list[str]]:
+    """A tiny catalog with a `year` column, a title shared within one year and one across years."""
+    items = pd.DataFrame(MOVIES, columns=["item_id", "title", "year"])
+    texts = [f"{t} ({y}) | drama" for _, t, y in MOVIES]
+    return items, texts
+
+
+@pytest.fixture
+def movie_artifact(tmp_path: Path) -> Path:
+    """A toy artifact over `MOVIES` (ids, titles and years as ml-100k stores them)."""
+    items, texts = make_movies()
+    write_artifact(ToyInterestEncoder(), items, texts, tmp_path / "movies", {"backbone": "toy"})
+    return tmp_path / "movies"
+
+
+@pytest.fixture
+def movie_items() -> pd.DataFrame:
+    """The items table of `MOVIES` (item_id, title, year)."""
+    return make_movies()[0]

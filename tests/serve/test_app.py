@@ -75,8 +75,10 @@ def test_healthz_and_docs(client: TestClient) -> None:
         ({"history": ["m1", "nope", "Not A Title"]}, 404, "nope"),
         ({"history": []}, 422, "history"),
         ({"history": ["m1"] * 6}, 422, "at most 5"),
+        ({"history": ["m1"], "k": 7.5}, 422, "k"),
+        ({"history": ["m1"], "k": True}, 422, "k"),
         ({"history": ["m1"], "k": 0}, 422, "k"),
-        ({"history": ["m1"], "k": 61}, 422, "maximum 60"),
+        ({"history": ["m1"], "k": 61}, 422, "less than or equal to 60"),
         ({"history": ["m1"], "k": "10"}, 422, "k"),
         ({"history": "m1"}, 422, "history"),
         ({"history": ["m1"], "exclude_seen": "yes"}, 422, "exclude_seen"),
@@ -89,12 +91,31 @@ def test_bad_requests_get_a_4xx_naming_the_problem(
 ) -> None:
     response = client.post("/v1/search", json=body)
     assert response.status_code == status
-    assert needle in response.text
+    assert needle in response.json()["message"]
 
 
 def test_unknown_items_are_all_named(client: TestClient) -> None:
-    detail = client.post("/v1/embed", json={"history": ["m1", "x", "y"]}).json()["detail"]
-    assert detail["unknown"] == ["x", "y"]
+    body = client.post("/v1/embed", json={"history": ["m1", "x", "y"]}).json()
+    assert body["error"] == "unknown_items" and body["unknown"] == ["x", "y"]
+
+
+def test_integral_float_k_is_an_integer(client: TestClient) -> None:
+    # JSON Schema's `integer` includes 321.0, so the service must accept it (and 5.0 as an id).
+    as_float = client.post("/v1/search", json={"history": ["m1"], "k": 7.0})
+    as_int = client.post("/v1/search", json={"history": ["m1"], "k": 7})
+    assert as_float.status_code == 200
+    assert as_float.json()["items"] == as_int.json()["items"]
+
+
+def test_every_validation_problem_is_listed(client: TestClient) -> None:
+    body = client.post("/v1/search", json={"history": [], "k": 0, "kk": 1}).json()
+    assert body["error"] == "invalid_request"
+    assert {tuple(e["loc"]) for e in body["errors"]} == {
+        ("body", "history"),
+        ("body", "k"),
+        ("body", "kk"),
+    }
+    assert "(and 2 more problems)" in body["message"]
 
 
 def test_api_key_is_required_when_configured(serving_model: ServingModel) -> None:
@@ -106,6 +127,8 @@ def test_api_key_is_required_when_configured(serving_model: ServingModel) -> Non
         assert c.post("/v1/embed", json=body, headers={"X-API-Key": "wrong"}).status_code == 401
         assert c.post("/v1/search", json=body, headers={"X-API-Key": "s3cret"}).status_code == 200
         assert c.get("/healthz").status_code == 200
+        body = c.post("/v1/search", json=body).json()
+        assert body == {"error": "unauthorized", "message": "missing or wrong X-API-Key header"}
 
 
 def test_loopback_detection() -> None:

@@ -14,7 +14,7 @@ from karma.errors import KarmaError
 from karma.serve.artifact import load_artifact
 from karma.serve.export import serving_state_dict, write_artifact
 from karma.serve.protocol import InterestEncoder, is_train_only_key
-from karma.serve.toy_encoder import ToyInterestEncoder
+from karma.testing.toy_encoder import ToyInterestEncoder
 
 
 def test_toy_encoder_implements_the_protocol() -> None:

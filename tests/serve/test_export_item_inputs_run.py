@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from karma.cli import main
-from karma.eval.synthetic import write_tiny_dataset
+from karma.runs import open_run
 from karma.serve.artifact import load_artifact
-from karma.train.runs import load_trained_task
+from karma.testing.datasets import write_tiny_dataset
+from karma.train.checkpoint import load_model_weights
+from karma.train.run_config import RunConfig, build_task
 
 CONFIG = Path(__file__).parents[2] / "configs" / "debug" / "tiny.yaml"
 
@@ -50,7 +52,10 @@ def test_trained_run_exports_and_serves_its_training_embeddings(
     assert main(train) == 0
     assert main(["export", str(run_dir), "--out", str(out)]) == 0
 
-    task = load_trained_task(run_dir)
+    run = open_run(run_dir)  # the training task itself (not the export path), best weights loaded
+    task = build_task(run.read_config(RunConfig))
+    load_model_weights(task.model, run.best_weights())
+    task.model.eval()
     histories = [np.array([0, 6, 12]), np.array([1, 7]), np.array([5])]
     trained = task.encoder.encode_users(histories).numpy()  # (3, e)
     trained_items = task.encoder.item_embeddings().detach().numpy()  # (N, e)

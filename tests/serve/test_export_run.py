@@ -15,9 +15,9 @@ import pytest
 from safetensors.torch import load_file
 
 from karma.cli import main
-from karma.eval.synthetic import write_tiny_dataset
 from karma.serve.artifact import load_artifact
 from karma.serve.protocol import is_train_only_key
+from karma.testing.datasets import write_tiny_dataset
 
 pytestmark = pytest.mark.slow
 

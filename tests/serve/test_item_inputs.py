@@ -13,10 +13,10 @@ from safetensors.torch import load_file
 
 from karma.errors import KarmaError
 from karma.model.config import BackboneConfig, EncoderConfig, ModelConfig
-from karma.model.encoder import KarmaEncoder, build_encoder
+from karma.model.encoder import KarmaEncoder, encoder_from_config
 from karma.serve.artifact import ITEM_INPUTS_FILE, load_artifact, save_catalog
 from karma.serve.export import write_artifact
-from karma.serve.item_features import feature_source
+from karma.serve.item_features import feature_source, new_item_features
 from karma.serve.karma_encoder import KarmaInterestEncoder
 
 NEW_TEXT = "Zed | space, crime"
@@ -40,7 +40,7 @@ def tiny_encoder(texts: list[str], matrix: np.ndarray | None, **encoder: object)
         BackboneConfig(name="tiny", tuning="lora", lora_rank=2, num_layers=1),
         EncoderConfig(embedding_dim=8, item_text_tokens=8, instruction="next:", **encoder),  # type: ignore[arg-type]
     )
-    enc = build_encoder(config, texts, features=matrix, mode="rec", max_history=10)
+    enc = encoder_from_config(config, texts, features=matrix, mode="rec", max_history=10)
     with torch.no_grad():  # LoRA B and the feature columns of P_item matter
         for name, param in enc.named_parameters():
             if "lora_B" in name:
@@ -82,6 +82,9 @@ def test_minilm_features_export_serve_and_new_items_get_minilm_rows(
     np.testing.assert_array_equal(stored["item_features"].numpy(), features)
 
     new = pd.DataFrame({"item_id": ["z"], "title": ["Zed"], "text": [NEW_TEXT]})
+    with pytest.raises(KarmaError, match="add them with `karma add-items`"):
+        model.add_items(new)  # the serving runtime alone cannot compute features
+    model.encoder.feature_encoder = new_item_features  # what `karma add-items` installs
     (index,) = model.add_items(new)
     # The new item's row is MiniLM over its text: the item tower of an encoder built over the
     # grown catalog with MiniLM features for every item gives the same embedding.
@@ -103,6 +106,8 @@ def test_features_without_a_known_encoder_serve_but_refuse_new_items(
     source = feature_source({"features": {"text": {"dim": 6}}}, "text", texts, texts)
     adapter = KarmaInterestEncoder(tiny_encoder(texts, features, features="text"), texts, source)
     _, model = served_matches(adapter, texts, tmp_path / "a", items)
+    model.encoder.feature_encoder = new_item_features
+    adapter.feature_encoder = new_item_features
     new = pd.DataFrame({"item_id": ["z"], "title": ["Zed"], "text": [NEW_TEXT]})
     with pytest.raises(KarmaError, match="does not record which encoder computed them"):
         model.add_items(new)

@@ -77,3 +77,17 @@ def test_a_new_item_is_encoded_from_its_text(
     # Its embedding is the item tower of its text, the same as for a catalog item with that text.
     again = model.encoder.item_embeddings(["Zed | space, crime"])
     np.testing.assert_allclose(again[0], model.item_embeddings[index], atol=1e-6)
+
+
+def test_an_int8_artifact_serves_close_to_the_exact_one(
+    tmp_path: Path, small_catalog: tuple[pd.DataFrame, list[str]]
+) -> None:
+    items, texts = small_catalog
+    write_artifact(tiny_encoder(texts, "lora", mode="rec"), items, texts, tmp_path / "art")
+    exact = load_artifact(tmp_path / "art")
+    approx = load_artifact(tmp_path / "art", quantize="int8")
+    assert approx.encoder.readout_pass.quantized and not exact.encoder.readout_pass.quantized
+    histories = [[1, 4, 2], [7], [0, 3, 5, 9, 11]]
+    a, b = exact.encode(histories), approx.encode(histories)
+    assert not np.array_equal(a, b)
+    assert (a * b).sum(1).min() > 0.98  # unit vectors: cosine

@@ -79,3 +79,60 @@ def test_export_of_a_missing_run_is_a_clear_error(
 ) -> None:
     assert main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "a")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("env", "option", "expected"),
+    [
+        ("from-env", None, "from-env"),  # KARMA_API_KEY when --api-key is absent
+        ("from-env", "from-option", "from-option"),  # the option wins
+        (None, None, None),  # neither: no key
+        ("", None, None),  # an empty variable is no key
+    ],
+)
+def test_serve_reads_the_api_key_from_the_environment(
+    artifact_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: str | None,
+    option: str | None,
+    expected: str | None,
+) -> None:
+    from karma.serve import app
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # `karma serve` sets it when unset
+    if env is None:
+        monkeypatch.delenv("KARMA_API_KEY", raising=False)
+    else:
+        monkeypatch.setenv("KARMA_API_KEY", env)
+    seen = []
+    monkeypatch.setattr(app, "serve", lambda model, config: seen.append(config))
+    args = ["serve", str(artifact_dir), "--port", "8123"]
+    assert main(args + (["--api-key", option] if option else [])) == 0
+    assert seen[0].api_key == expected and seen[0].port == 8123
+
+
+def test_serve_help_names_the_environment_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    assert "KARMA_API_KEY" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize(
+    "history", [["toy story", "HEAT (1995)"], ["Toy Story (1995)", "25"], [" 1 ", "heat"]]
+)
+def test_recommend_takes_titles_in_any_case_and_with_their_year(
+    movie_artifact: Path, history: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["recommend", str(movie_artifact), "--history", *history, "-k", "3"]) == 0
+    ids = [line.split()[2] for line in capsys.readouterr().out.strip().splitlines()[1:]]
+    expected = recommend(load_artifact(movie_artifact), ["1", "25"], k=3)
+    assert ids == [r["item_id"] for r in expected]
+
+
+def test_recommend_stops_on_an_ambiguous_title_with_the_candidates(
+    movie_artifact: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["recommend", str(movie_artifact), "--history", "Chasing Amy"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "246 (1997), 268 (1997)" in err and "item id" in err

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from karma.baselines.sasrec import SASRecConfig, SASRecTask
 from karma.data.cold import strip_cold_interactions
 from karma.data.dataset import PreparedDataset
-from karma.eval.synthetic import write_leave_one_out, write_tiny_dataset
 from karma.model.config import BackboneConfig, EncoderConfig, ModelConfig
 from karma.objectives.action import ActionConfig
+from karma.testing.datasets import write_leave_one_out, write_tiny_dataset
 from karma.train.karma_task import DataConfig, KarmaTask
 from karma.train.knowledge_inputs import KnowledgeCatalog
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from karma.config import field_docs, load_config
-from karma.eval.synthetic import write_tiny_dataset
 from karma.model.config import BackboneConfig, EncoderConfig, ModelConfig
 from karma.objectives.action import ActionConfig
+from karma.testing.datasets import write_tiny_dataset
 from karma.train.karma_task import DataConfig, KarmaRetriever, KarmaTask, full_ranking_metrics
 from karma.train.run_config import RunConfig, build_task
 

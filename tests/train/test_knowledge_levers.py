@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from karma.eval.synthetic import write_tiny_dataset
 from karma.model.config import BackboneConfig, EncoderConfig, ModelConfig
 from karma.objectives.action import ActionConfig
 from karma.objectives.knowledge import KnowledgeConfig
+from karma.testing.datasets import write_tiny_dataset
 from karma.train.config import TrainConfig
 from karma.train.gradient_balance import flat_norm
 from karma.train.karma_task import DataConfig, KarmaRetriever, KarmaTask
@@ -162,8 +162,8 @@ def test_trainer_runs_karma_with_features_item_id_and_every_lever(
     config = TrainConfig(
         lr=1e-2,
         max_steps=6,
-        warmup_stage_steps=2,
-        warmup_steps=1,
+        semantic_warmup_steps=2,
+        lr_warmup_steps=1,
         grad_accum=2,
         precision="bf16",  # CPU autocast: no GradScaler anywhere (bf16 needs none)
         eval_every=0,

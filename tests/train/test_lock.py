@@ -14,7 +14,7 @@ import pytest
 
 from karma.cli import main
 from karma.errors import KarmaError
-from karma.eval.synthetic import write_leave_one_out
+from karma.testing.datasets import write_leave_one_out
 from karma.train.lock import LOCK_FILE, RunDirLock
 
 SRC = Path(__file__).resolve().parents[2] / "src"

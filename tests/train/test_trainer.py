@@ -18,7 +18,7 @@ from karma.train.trainer import Trainer
 
 FAST = TrainConfig(
     lr=0.02,
-    warmup_steps=2,
+    lr_warmup_steps=2,
     max_steps=8,
     eval_every=4,
     checkpoint_every=4,
@@ -39,7 +39,7 @@ def params(task: ToyTask) -> dict[str, torch.Tensor]:
 
 
 def test_loss_falls(tmp_path: Path) -> None:
-    config = replace(FAST, max_steps=60, eval_every=0, checkpoint_every=0, warmup_steps=5)
+    config = replace(FAST, max_steps=60, eval_every=0, checkpoint_every=0, lr_warmup_steps=5)
     Trainer(config, ToyTask(dropout=0.0), tmp_path).fit()
     losses = [r["mse"] for r in read_log(tmp_path) if r["kind"] == "train"]
     assert len(losses) == 60
@@ -57,18 +57,18 @@ def test_every_trainable_parameter_changes_and_frozen_ones_do_not(tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    ("grad_accum", "warmup_stage_steps", "crash_step"),
+    ("grad_accum", "semantic_warmup_steps", "crash_step"),
     [(1, 0, 4), (2, 0, 4), (2, 3, 2), (2, 3, 6)],
 )
 def test_resume_equals_uninterrupted_run(
-    tmp_path: Path, grad_accum: int, warmup_stage_steps: int, crash_step: int
+    tmp_path: Path, grad_accum: int, semantic_warmup_steps: int, crash_step: int
 ) -> None:
     # 5 batches an epoch with grad_accum 2 -> steps of 2, 2 and 1 batches; a crash at step 4 is
     # mid-epoch, so resuming must skip the consumed batches of that epoch.
     config = replace(
         FAST,
         grad_accum=grad_accum,
-        warmup_stage_steps=warmup_stage_steps,
+        semantic_warmup_steps=semantic_warmup_steps,
         checkpoint_every=2,
         eval_every=3,
     )
@@ -84,7 +84,7 @@ def test_resume_equals_uninterrupted_run(
     resumed = ToyTask(dropout=0.3, init_seed=1)  # other initial weights: the checkpoint must win
     result = Trainer(config, resumed, tmp_path / "split", resume=True).fit()
 
-    assert result["steps"] == whole_result["steps"] == warmup_stage_steps + 8
+    assert result["steps"] == whole_result["steps"] == semantic_warmup_steps + 8
     assert crashing.stages + resumed.stages == whole.stages
     assert crashing.epochs + resumed.epochs == whole.epochs
     for name, value in params(whole).items():
@@ -96,7 +96,10 @@ def test_resume_equals_uninterrupted_run(
 def _batches_for_steps(config: TrainConfig, steps: int, num_batches: int = 5) -> int:
     """Batches consumed by `steps` optimizer steps (each stage starts a fresh epoch)."""
     batches = 0
-    for stage_steps in (min(steps, config.warmup_stage_steps), steps - config.warmup_stage_steps):
+    for stage_steps in (
+        min(steps, config.semantic_warmup_steps),
+        steps - config.semantic_warmup_steps,
+    ):
         in_epoch = 0
         for _ in range(max(stage_steps, 0)):
             size = min(config.grad_accum, num_batches - in_epoch)
@@ -106,7 +109,7 @@ def _batches_for_steps(config: TrainConfig, steps: int, num_batches: int = 5) ->
 
 
 def test_warmup_stage_runs_its_steps_then_joint(tmp_path: Path) -> None:
-    config = replace(FAST, warmup_stage_steps=3, max_steps=4, eval_every=0, checkpoint_every=0)
+    config = replace(FAST, semantic_warmup_steps=3, max_steps=4, eval_every=0, checkpoint_every=0)
     task = ToyTask()
     result = Trainer(config, task, tmp_path).fit()
     assert task.stages == ["warmup"] * 3 + ["joint"] * 4
@@ -116,7 +119,7 @@ def test_warmup_stage_runs_its_steps_then_joint(tmp_path: Path) -> None:
         ("warmup", 1, 1), ("warmup", 2, 2), ("warmup", 3, 3),
         ("joint", 1, 4), ("joint", 2, 5), ("joint", 3, 6), ("joint", 4, 7),
     ]  # fmt: skip
-    # each stage has its own schedule: both start at lr * (0 + 1) / warmup_steps
+    # each stage has its own schedule: both start at lr * (0 + 1) / lr_warmup_steps
     assert train[0]["lr"] == pytest.approx(0.02 * 1 / 2)
     assert train[3]["lr"] == pytest.approx(0.02 * 1 / 2)
     assert train[6]["lr"] == pytest.approx(0.02 * warmup_cosine_factor(3, 2, 4))
@@ -191,7 +194,7 @@ def test_optimizer_groups_set_per_group_learning_rates(tmp_path: Path) -> None:
         ]
 
     task.optimizer_groups = optimizer_groups  # type: ignore[attr-defined]
-    config = replace(FAST, max_steps=8, warmup_steps=4, checkpoint_every=2, keep_checkpoints=4)
+    config = replace(FAST, max_steps=8, lr_warmup_steps=4, checkpoint_every=2, keep_checkpoints=4)
     Trainer(config, task, tmp_path).fit()
     state = torch.load(
         tmp_path / "checkpoints" / "step_0000002" / "training_state.pt", weights_only=True

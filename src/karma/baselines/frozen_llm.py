@@ -9,11 +9,30 @@ behaviour training, the floor KARMA must beat.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from karma.data.dataset import Examples, PreparedDataset
+
+
+@dataclass
+class FrozenConfig:
+    """Which frozen item matrix, and how a history is pooled into a user vector."""
+
+    feature: str | None = None
+    """feature matrix of the prepared dataset (`ds.features` name; null = the only one)"""
+    decay: float = 1.0
+    """recency weight per step back in the history (1.0 = plain mean)"""
+    max_history: int = 50
+    """most recent history items pooled"""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.decay <= 1.0:
+            raise ValueError(f"decay: must be in (0, 1], got {self.decay}")
+        if self.max_history < 1:
+            raise ValueError(f"max_history: must be >= 1, got {self.max_history}")
 
 
 class FrozenEmbeddingRetriever:

@@ -25,11 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from karma.config import load_config, save_config
 from karma.data.dataset import Examples, PreparedDataset
 from karma.errors import KarmaError
 from karma.eval.metrics import hit_rate, ndcg
 from karma.eval.ranking import rank_targets
-from karma.objectives.base import LossOutput
+from karma.objectives.base import LossOutput, Stage
 
 PAD = 0
 WEIGHTS_FILE = "sasrec.safetensors"
@@ -190,8 +191,6 @@ class SASRecRetriever:
     def save(self, directory: str | Path) -> None:
         from safetensors.torch import save_file
 
-        from karma.config import save_config
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
@@ -201,8 +200,6 @@ class SASRecRetriever:
     @classmethod
     def load(cls, directory: str | Path, num_items: int) -> SASRecRetriever:
         from safetensors.torch import load_file
-
-        from karma.config import load_config
 
         directory = Path(directory)
         if not (directory / WEIGHTS_FILE).is_file():
@@ -225,7 +222,7 @@ class SASRecBatch:
 
 
 class SASRecTask:
-    """SASRec+ as a `TrainTask` for the generic Trainer (and `fit_sasrec`)."""
+    """SASRec+ as a `TrainTask` for the generic Trainer (`karma.runs.recipes.sasrec`)."""
 
     def __init__(self, dataset: PreparedDataset, config: SASRecConfig) -> None:
         self.dataset = dataset
@@ -256,7 +253,7 @@ class SASRecTask:
             labels, _ = right_padded([s[1:] for s in chosen], self.config.max_len)
             yield SASRecBatch(inputs, labels)
 
-    def loss_step(self, batch: SASRecBatch, stage: str) -> LossOutput:
+    def loss_step(self, batch: SASRecBatch, stage: Stage) -> LossOutput:
         """Full-catalog softmax cross-entropy of the next item at every real position."""
         device = self.model.item_embedding.weight.device  # the Trainer may have moved the model
         inputs = batch.inputs.to(device)
@@ -286,53 +283,3 @@ class SASRecTask:
             "ndcg@10": float(ndcg(ranks, 10).mean()),
             "hr@10": float(hit_rate(ranks, 10).mean()),
         }
-
-
-@dataclass
-class FitResult:
-    """What `fit_sasrec` returns: the best retriever and the training history."""
-
-    retriever: SASRecRetriever
-    best_epoch: int
-    best_valid: dict[str, float]
-    history: list[dict[str, float]]
-
-
-def fit_sasrec(dataset: PreparedDataset, config: SASRecConfig, progress: bool = True) -> FitResult:
-    """Train SASRec+ with a plain loop: AdamW, one validation per epoch, early stopping on NDCG@10.
-
-    The weights of the best validation epoch are restored before returning.
-    """
-    from tqdm import tqdm
-
-    task = SASRecTask(dataset, config)
-    optimizer = torch.optim.AdamW(
-        task.model.parameters(), lr=config.lr, betas=(0.9, 0.98), weight_decay=config.weight_decay
-    )
-    history: list[dict[str, float]] = []
-    best_score, best_epoch, best_state = -1.0, -1, None
-    bar = tqdm(range(config.epochs), desc="sasrec", disable=not progress)
-    for epoch in bar:
-        task.model.train()
-        total, steps = 0.0, 0
-        for batch in task.batches(epoch):
-            out = task.loss_step(batch, "joint")
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
-            total += out.parts["ce"]
-            steps += 1
-        valid = task.validate()
-        history.append({"epoch": float(epoch), "loss": total / max(steps, 1), **valid})
-        bar.set_postfix(loss=f"{total / max(steps, 1):.3f}", ndcg10=f"{valid['ndcg@10']:.4f}")
-        score = valid["ndcg@10"]
-        if score > best_score:
-            best_score, best_epoch = score, epoch
-            best_state = {k: v.detach().clone() for k, v in task.model.state_dict().items()}
-        elif config.patience and epoch - best_epoch >= config.patience:
-            break
-    if best_state is not None:
-        task.model.load_state_dict(best_state)
-    task.model.eval()
-    best_valid = {k: v for k, v in history[best_epoch].items() if k != "epoch"}
-    return FitResult(SASRecRetriever(task.model), best_epoch, best_valid, history)

@@ -25,12 +25,16 @@ TimestampUnit = Literal["s", "ms", "iso"]
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".jsonl", ".jsonl.gz", ".json", ".json.gz")
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
+def sha256_of(*paths: Path) -> str:
+    """Hex sha256 of a file (or of several files read one after the other), in 1 MiB blocks.
+
+    The one file digest in karma: dataset manifests and serving-artifact provenance use it.
+    """
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    for path in paths:
+        with Path(path).open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 

@@ -1,10 +1,13 @@
-"""Collect the attention rows read from the `[INTEREST]` (readout) position, per layer and head.
+"""Collect the attention rows read at the readout position, per layer and head.
+
+The readout position is where the encoder reads the interest embedding: `[INTEREST]` in search
+mode, the last history item in recommendation mode (which has no `[INTEREST]` token).
 
 Flash/SDPA kernels never materialize attention weights, so this module switches the backbone to
 the eager implementation for the duration of one diagnostic call (`eager_attention`) and restores
 the previous implementation afterwards, even on error. Training never goes through here.
 
-The encoder that builds the inputs (continuous item tokens, prompt template, readout token) is the
+The encoder that builds the inputs (continuous item tokens, prompt template, readout position) is the
 model package's business; `collect_readout_attention` is the single adapter between the two: it
 takes a `KarmaEncoder` (its `layout` + `inputs_embeds`) or any `ReadoutInputsBuilder`.
 """
@@ -21,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from karma.data.dataset import Examples
+from karma.model.backbone import unwrap_causal_lm
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ class ReadoutInputs:
     attention_mask: torch.Tensor
     """(B, L) 1 for real positions, 0 for padding."""
     readout_positions: torch.Tensor
-    """(B,) int index of the `[INTEREST]` token in each row."""
+    """(B,) int index of the readout position in each row (`[INTEREST]` or the last item)."""
     history_mask: torch.Tensor
     """(B, L) bool, True at the positions of history items."""
 
@@ -86,20 +90,10 @@ class ReadoutInputsBuilder(Protocol):
         ...
 
 
-def pretrained_model(model: nn.Module) -> nn.Module:
-    """The Hugging Face `PreTrainedModel` inside `model` (unwraps a peft `PeftModel`).
-
-    LoRA layers are injected in place, so the unwrapped model still runs with the adapters.
-    """
-    if hasattr(model, "get_base_model"):
-        return model.get_base_model()
-    return model
-
-
 @contextmanager
 def eager_attention(model: nn.Module) -> Iterator[nn.Module]:
     """Switch the HF model to eager attention (to get weights) and restore it on exit."""
-    base = pretrained_model(model)
+    base = unwrap_causal_lm(model)
     config: Any = base.config
     previous = config._attn_implementation
     if previous == "eager":

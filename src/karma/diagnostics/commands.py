@@ -1,6 +1,6 @@
 """`karma diagnose RUN_DIR [--users N] [--split test] [--layers ...] [--compare OTHER_RUN_DIR]`.
 
-Loads a run through `karma.eval.registry.load_retriever` (so any run kind works), picks the same
+Loads a run through `karma.runs.load_retriever` (so any run kind works), picks the same
 seeded N users of the split for every run compared, and writes to `RUN_DIR/diagnostics/`:
 
 - `diagnostics.json`: per run, the attention summary (per layer and head) and the fidelity probes;
@@ -116,27 +116,12 @@ class LoadedRun:
 
 
 def load_run(run_dir: Path) -> LoadedRun:
-    """A run directory written by `karma train` (`run_config.yaml` + `best/` or a checkpoint) or
-    one described by `run.json` (`karma.eval.registry`: popularity, SASRec, KARMA)."""
-    from karma.eval.registry import RUN_FILE, load_retriever, read_run_info
+    """Any run directory, loaded through the run layer (`karma.runs`): KARMA, SASRec, popularity,
+    frozen. A KARMA run's retriever exposes its `.encoder` for the attention diagnostics."""
+    from karma.runs import load_retriever, open_run  # torch: kept out of `karma --help`
 
-    label = run_dir.resolve().name
-    if (run_dir / RUN_FILE).is_file() or not (run_dir / TRAIN_CONFIG_FILE).is_file():
-        info = read_run_info(run_dir)  # raises the "not a run directory" error
-        return LoadedRun(label, load_retriever(run_dir), Path(info["data"]))
-    return _load_training_run(run_dir, label)
-
-
-TRAIN_CONFIG_FILE = "run_config.yaml"
-
-
-def _load_training_run(run_dir: Path, label: str) -> LoadedRun:
-    """Rebuild the KARMA task from the run's config and load its best (else latest) weights."""
-    from karma.train.karma_task import KarmaRetriever
-    from karma.train.runs import load_trained_task
-
-    task = load_trained_task(run_dir)
-    return LoadedRun(label, KarmaRetriever(task.encoder, name=label), Path(task.dataset.root))
+    run = open_run(run_dir)
+    return LoadedRun(run.name, load_retriever(run), run.data)
 
 
 def sample_examples(examples: Examples, users: int, seed: int) -> Examples:

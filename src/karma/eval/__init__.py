@@ -1,4 +1,4 @@
-"""karma.eval: metrics, chunked full ranking, the evaluation harness and the run registry.
+"""karma.eval: metrics, chunked full ranking, the evaluation harness, paired differences.
 
 Names are imported lazily so `karma --help` does not pay for torch.
 """
@@ -23,10 +23,7 @@ _EXPORTS = {
     "evaluate": "karma.eval.evaluate",
     "bootstrap_ci": "karma.eval.evaluate",
     "sampled_auc": "karma.eval.evaluate",
-    "load_retriever": "karma.eval.registry",
-    "write_run_info": "karma.eval.registry",
     "paired_difference": "karma.eval.experiment",
-    "compare_runs": "karma.eval.experiment",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from karma.data.dataset import PreparedDataset
+from karma.config import load_config
+from karma.errors import ConfigError
 
 
 def register(subparsers: Any) -> None:
@@ -62,21 +61,30 @@ def register(subparsers: Any) -> None:
     sasrec.add_argument("--config", type=Path, default=None, help="YAML SASRecConfig")
     sasrec.add_argument("--resume", action="store_true", help="continue the run in --out")
     sasrec.add_argument("overrides", nargs="*", help="key=value config overrides")
+    # Each kind's options -> its recipe's config, and what to print once the run is saved.
+    popularity.set_defaults(
+        baseline_config=lambda args, cls: cls(),
+        saved="saved popularity baseline to {out}",
+    )
+    sasrec.set_defaults(
+        baseline_config=lambda args, cls: load_config(cls, args.config, args.overrides),
+        saved="saved sasrec to {out} (best valid ndcg@10 {best_metric})",
+    )
+    frozen.set_defaults(
+        baseline_config=lambda args, cls: cls(args.feature, args.decay, args.max_history),
+        saved="saved frozen-embedding baseline ({feature}) to {out}",
+    )
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from karma.data.dataset import PreparedDataset
     from karma.eval.evaluate import evaluate
-    from karma.eval.registry import load_retriever, read_run_info
+    from karma.runs import load_retriever, open_run
 
-    info = read_run_info(args.run_dir)
-    data = args.data or info.get("data")
-    if data is None:
-        from karma.errors import KarmaError
-
-        raise KarmaError(f"{args.run_dir}/run.json names no dataset; pass --data DIR")
+    run = open_run(args.run_dir)
+    data = args.data or run.data
     dataset = PreparedDataset(data)
-    retriever = load_retriever(args.run_dir, data)
+    retriever = load_retriever(run, data)
     result = evaluate(
         retriever,
         dataset,
@@ -96,52 +104,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_baseline(args: argparse.Namespace) -> int:
-    from karma.data.dataset import PreparedDataset
-    from karma.train.lock import RunDirLock
+    from karma.runs import open_run, recipe_for  # torch: kept out of `karma --help`
 
-    dataset = PreparedDataset(args.data)
-    with RunDirLock(args.out):  # creates args.out; refuses a directory another process trains into
-        return _train_baseline(args, dataset)
-
-
-def _train_baseline(args: argparse.Namespace, dataset: PreparedDataset) -> int:
-    from karma.errors import KarmaError
-    from karma.eval.registry import write_run_info
-
-    if args.kind == "popularity":
-        from karma.baselines.popularity import PopularityRetriever
-
-        PopularityRetriever.from_dataset(dataset).save(args.out)
-        write_run_info(args.out, "popularity", args.data)
-        print(f"saved popularity baseline to {args.out}")
-        return 0
-    if args.kind == "frozen":
-        from karma.baselines.frozen_llm import FrozenEmbeddingRetriever
-
-        try:
-            retriever = FrozenEmbeddingRetriever.from_features(
-                dataset, args.feature, decay=args.decay, max_history=args.max_history
-            )
-        except ValueError as exc:
-            raise KarmaError(f"karma baseline frozen: {exc}") from None
-        feature = retriever.name.removeprefix("frozen-")
-        write_run_info(
-            args.out,
-            "frozen",
-            args.data,
-            feature=feature,
-            decay=args.decay,
-            max_history=args.max_history,
-        )
-        print(f"saved frozen-embedding baseline ({feature}) to {args.out}")
-        return 0
-    from karma.baselines.sasrec import SASRecConfig
-    from karma.baselines.sasrec_run import train_sasrec
-    from karma.config import load_config, save_config
-
-    config = load_config(SASRecConfig, args.config, args.overrides)
-    save_config(config, args.out / "baseline_config.yaml")
-    train_sasrec(dataset, config, args.out, resume=args.resume)
-    info = json.loads((args.out / "run.json").read_text(encoding="utf-8"))
-    print(f"saved sasrec to {args.out} (best valid ndcg@10 {info.get('best_valid')})")
+    recipe = recipe_for(args.kind)
+    try:
+        config = args.baseline_config(args, recipe.config_type)
+    except ValueError as exc:  # a config's __post_init__ names the bad field
+        raise ConfigError(f"karma baseline {args.kind}: --{exc}".replace("_", "-")) from None
+    recipe.train(config, args.out, args.data, resume=getattr(args, "resume", False))
+    run = open_run(args.out)
+    print(args.saved.format(out=args.out, best_metric=run.info.best_metric, **run.options))
     return 0

@@ -1,22 +1,21 @@
-"""Comparing runs honestly: one table over several run directories, paired bootstrap differences.
+"""Comparing two models honestly: paired per-user differences with a bootstrap CI.
 
 Two models evaluated on the same users are compared per user (paired): the CI of the mean
 difference is far tighter than two overlapping marginal CIs suggest, and is the right test of
-"does B beat A". `compare_runs` evaluates every run directory on the same split and reports each
-one's metrics and its paired difference against the first (the baseline).
+"does B beat A". `karma.experiments.compare.compare_runs` (run directories) and the grid report
+(`karma.experiments.report`) both use `per_user_differences` + `paired_bootstrap`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from karma.data.dataset import PreparedDataset, Split
-from karma.eval.evaluate import EvalResult, bootstrap_ci, evaluate
-from karma.eval.metrics import per_user_metrics
+from karma.eval.bootstrap import bootstrap_ci
+from karma.eval.evaluate import EvalResult
+from karma.eval.metrics import TargetRanks, per_user_metrics
 
 
 @dataclass(frozen=True)
@@ -29,50 +28,43 @@ class PairedDifference:
     users: int
 
 
+def per_user_differences(
+    baseline_users: Sequence[str],
+    baseline_ranks: TargetRanks,
+    candidate_users: Sequence[str],
+    candidate_ranks: TargetRanks,
+    metric: str,
+) -> np.ndarray:
+    """metric(candidate) - metric(baseline) per user both were evaluated on (matched by id)."""
+    position = {user: i for i, user in enumerate(baseline_users)}
+    common = [(position[u], j) for j, u in enumerate(candidate_users) if u in position]
+    a_index = np.array([i for i, _ in common], dtype=np.int64)
+    b_index = np.array([j for _, j in common], dtype=np.int64)
+    ks = sorted({int(metric.split("@")[1])} if "@" in metric else {10})
+    a_values = per_user_metrics(baseline_ranks.subset(a_index), ks)[metric]
+    b_values = per_user_metrics(candidate_ranks.subset(b_index), ks)[metric]
+    return b_values - a_values
+
+
+def paired_bootstrap(
+    differences: np.ndarray, metric: str, resamples: int = 1000, seed: int = 0
+) -> PairedDifference:
+    """Mean of per-user `differences` with its bootstrap 95% CI (the one paired test in karma)."""
+    if len(differences) == 0:
+        raise ValueError("no paired users to compare")
+    ci = bootstrap_ci({metric: differences}, resamples, seed)[metric]
+    return PairedDifference(metric, float(differences.mean()), ci, len(differences))
+
+
 def paired_difference(
     baseline: EvalResult, candidate: EvalResult, metric: str, resamples: int = 1000, seed: int = 0
 ) -> PairedDifference:
     """Paired bootstrap of `candidate - baseline` on `metric` (users matched by id)."""
     if baseline.ranks is None or candidate.ranks is None:
         raise ValueError("both results need per-user ranks (EvalResult.ranks)")
-    position = {user: i for i, user in enumerate(baseline.user_ids)}
-    common = [(position[u], j) for j, u in enumerate(candidate.user_ids) if u in position]
-    if not common:
+    diff = per_user_differences(
+        baseline.user_ids, baseline.ranks, candidate.user_ids, candidate.ranks, metric
+    )
+    if len(diff) == 0:
         raise ValueError("the two results share no users")
-    a_index = np.array([i for i, _ in common])
-    b_index = np.array([j for _, j in common])
-    ks = sorted({int(metric.split("@")[1])} if "@" in metric else {10})
-    a_values = per_user_metrics(baseline.ranks.subset(a_index), ks)[metric]
-    b_values = per_user_metrics(candidate.ranks.subset(b_index), ks)[metric]
-    diff = b_values - a_values
-    ci = bootstrap_ci({metric: diff}, resamples, seed)[metric]
-    return PairedDifference(metric, float(diff.mean()), ci, len(diff))
-
-
-def compare_runs(
-    run_dirs: Sequence[str | Path],
-    dataset: PreparedDataset,
-    split: Split = "test",
-    metrics: Sequence[str] = ("hr@10", "ndcg@10"),
-    bootstrap: int = 1000,
-    seed: int = 0,
-) -> str:
-    """A markdown table: each run's metrics and its paired difference against the first run."""
-    from karma.eval.registry import load_retriever
-
-    results = [
-        evaluate(load_retriever(d, dataset.root), dataset, split, bootstrap=0, segments=False)
-        for d in run_dirs
-    ]
-    header = ["run", *metrics, *(f"Δ{m} vs {Path(run_dirs[0]).name} [95% CI]" for m in metrics)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for run_dir, result in zip(run_dirs, results):
-        cells = [Path(run_dir).name, *(f"{result.metrics[m]:.4f}" for m in metrics)]
-        for m in metrics:
-            if result is results[0]:
-                cells.append("")
-                continue
-            d = paired_difference(results[0], result, m, bootstrap, seed)
-            cells.append(f"{d.difference:+.4f} [{d.ci[0]:+.4f}, {d.ci[1]:+.4f}]")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return paired_bootstrap(diff, metric, resamples, seed)

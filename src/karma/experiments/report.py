@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from karma.eval.evaluate import bootstrap_ci
-from karma.eval.metrics import DEFAULT_KS, per_user_metrics
+from karma.eval.experiment import paired_bootstrap, per_user_differences
+from karma.eval.metrics import DEFAULT_KS
 from karma.experiments.grid import GridConfig
 from karma.experiments.runner import RunResult
 
@@ -50,22 +50,17 @@ def paired_delta(
     seed: int = 0,
 ) -> tuple[float, tuple[float, float]]:
     """Mean per-user difference candidate - baseline over matched (seed, user) pairs, 95% CI."""
-    k = int(metric.split("@")[1])
-    diffs = []
     by_seed = {r.seed: r for r in baseline}
-    for cand in candidate:
-        base = by_seed.get(cand.seed)
-        if base is None:
-            continue
-        position = {u: i for i, u in enumerate(base.user_ids)}
-        pairs = [(position[u], j) for j, u in enumerate(cand.user_ids) if u in position]
-        a = per_user_metrics(base.ranks.subset(np.array([i for i, _ in pairs])), [k])[metric]
-        b = per_user_metrics(cand.ranks.subset(np.array([j for _, j in pairs])), [k])[metric]
-        diffs.append(b - a)
-    if not diffs:
+    diffs = [
+        per_user_differences(base.user_ids, base.ranks, cand.user_ids, cand.ranks, metric)
+        for cand in candidate
+        if (base := by_seed.get(cand.seed)) is not None
+    ]
+    diff = np.concatenate(diffs) if diffs else np.zeros(0)
+    if len(diff) == 0:
         return float("nan"), (float("nan"), float("nan"))
-    diff = np.concatenate(diffs)
-    return float(diff.mean()), bootstrap_ci({metric: diff}, resamples, seed)[metric]
+    paired = paired_bootstrap(diff, metric, resamples, seed)
+    return paired.difference, paired.ci
 
 
 def results_markdown(grid: GridConfig, results: list[RunResult]) -> str:

@@ -18,11 +18,13 @@ import numpy as np
 
 from karma.config import load_config
 from karma.data.dataset import PreparedDataset
+from karma.diagnostics.commands import LoadedRun, diagnose_run, sample_examples, write_report
 from karma.eval.cold import flat_cold_metrics
 from karma.eval.evaluate import EvalResult, evaluate
 from karma.eval.metrics import TargetRanks
 from karma.eval.retriever import Retriever
 from karma.experiments.grid import GridConfig, RunSpec
+from karma.runs import load_retriever, recipe_for
 
 logger = logging.getLogger(__name__)
 RESULT_FILE = "result.json"
@@ -133,45 +135,15 @@ def train_retriever(
     progress: bool = True,
 ) -> Retriever:
     """The trained retriever of one grid cell (resuming a half-trained run)."""
-    from karma.eval.registry import write_run_info
-
-    if spec.kind == "popularity":
-        from karma.baselines.popularity import PopularityRetriever
-
-        popularity = PopularityRetriever.from_dataset(dataset)
-        popularity.save(run_dir)
-        write_run_info(run_dir, "popularity", dataset.root)
-        return popularity
-    if spec.kind == "frozen":
-        from karma.baselines.frozen_llm import FrozenEmbeddingRetriever
-
-        write_run_info(run_dir, "frozen", dataset.root, feature=spec.feature)
-        return FrozenEmbeddingRetriever.from_features(dataset, spec.feature)
-    if spec.kind == "sasrec":
-        from karma.baselines.sasrec import SASRecConfig
-        from karma.baselines.sasrec_run import train_sasrec
-        from karma.train.checkpoint import latest_checkpoint
-
-        config = load_config(SASRecConfig, spec.config, [*spec.overrides, f"seed={seed}"])
-        resume = latest_checkpoint(run_dir) is not None
-        return train_sasrec(dataset, config, run_dir, resume=resume, progress=progress)
-    from karma.train.run_config import RunConfig
-    from karma.train.runs import load_retriever, train_run
-
-    data = grid.data_of(spec)
+    recipe = recipe_for(spec.kind)
     overrides = [
         *spec.overrides,
-        f"data.path={data}",
-        f"output_dir={run_dir}",
-        f"seed={seed}",
-        f"train.seed={seed}",
-        f"train.progress_bar={str(progress).lower()}",
+        *([f"feature={spec.feature}"] if spec.feature is not None else []),
+        *recipe.run_overrides(seed, progress, grid.threads, grid.time_budget_minutes),
     ]
-    if grid.time_budget_minutes is not None:
-        overrides.append(f"train.time_budget_minutes={grid.time_budget_minutes}")
-    if grid.threads is not None:
-        overrides.append(f"train.num_threads={grid.threads}")
-    train_run(load_config(RunConfig, spec.config, overrides))
+    config = load_config(recipe.config_type, spec.config, overrides)
+    data = grid.data_of(spec)
+    recipe.train(config, run_dir, data, progress=progress)
     return load_retriever(run_dir, data)
 
 
@@ -179,8 +151,6 @@ def run_diagnostics(
     grid: GridConfig, retriever: Retriever, dataset: PreparedDataset, run_dir: Path, seed: int
 ) -> dict[str, float]:
     """Sink mass and barcode (LLM runs) and semantic fidelity (every run) as flat numbers."""
-    from karma.diagnostics.commands import LoadedRun, diagnose_run, sample_examples, write_report
-
     all_examples = dataset.examples(grid.split)
     examples = sample_examples(all_examples, grid.diagnostic_users, seed)
     probe_examples = sample_examples(all_examples, grid.probe_users, seed)

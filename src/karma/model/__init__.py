@@ -8,7 +8,7 @@
 - `karma.model.item_text`: item texts as token inputs; the frozen backbone's item-text states
   (`item_text_pooling: backbone`), computed once per catalog and cached under $KARMA_CACHE;
 - `karma.model.encoder`: `KarmaEncoder` (item tokens, LLM readout, interest and item towers) and
-  `build_encoder` (backbone + item-text states + encoder from a `ModelConfig`).
+  `encoder_from_config` (backbone + item-text states + encoder from a `ModelConfig`).
 
 Submodules are imported explicitly (they pull in torch and transformers).
 """

@@ -245,6 +245,15 @@ def prepare_backbone(model: PreTrainedModel, config: BackboneConfig) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
+def unwrap_causal_lm(model: nn.Module) -> nn.Module:
+    """The `transformers` causal LM inside `model` (a `peft.PeftModel` is unwrapped).
+
+    karma's loader injects LoRA layers in place, so the unwrapped model still runs with them.
+    """
+    get_base_model = getattr(model, "get_base_model", None)
+    return get_base_model() if callable(get_base_model) else model
+
+
 def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
     """The list of decoder blocks of a causal LM (`model.model.layers` for Llama-like models)."""
     layers = getattr(model.get_decoder(), "layers", None)

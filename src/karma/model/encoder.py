@@ -8,7 +8,7 @@
 Item texts are tokenized once into a padded (N, L) id matrix; pooling runs through the LLM's own
 input embedding table. When that table is frozen (the default) the pooled (N, d) matrix is computed
 once and kept as a buffer. With `item_text_pooling: backbone` that buffer instead holds the frozen
-backbone's states over each item text (`karma.model.item_text`, computed by `build_encoder`).
+backbone's states over each item text (`karma.model.item_text`, computed by `encoder_from_config`).
 Sequence layout and readout positions: see `karma.model.sequence`.
 """
 
@@ -105,7 +105,7 @@ class KarmaEncoder(nn.Module):
                 got = None if item_text_states is None else tuple(item_text_states.shape)
                 raise ValueError(
                     f"item_text_pooling=backbone needs item_text_states of shape "
-                    f"({self.num_items}, {d}), got {got}; build the encoder with build_encoder"
+                    f"({self.num_items}, {d}), got {got}; build the encoder with encoder_from_config"
                 )
             self.register_buffer(
                 "pooled_item_text", item_text_states.detach().float().clone(), persistent=False
@@ -142,20 +142,6 @@ class KarmaEncoder(nn.Module):
                     (emb * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
                 )
         return torch.cat(out) if out else torch.zeros(0, self.hidden_size)
-
-    def refresh_item_text_cache(self) -> None:
-        """Recompute the pooled input-embedding cache (after loading a trained embedding table).
-
-        Backbone item-text states are inputs computed by another model: they are kept as they are.
-        """
-        if (
-            self.config.item_text_pooling == "input_embeddings"
-            and self.pooled_item_text is not None
-        ):
-            with torch.no_grad():
-                self.pooled_item_text = self._pool_text(
-                    torch.arange(self.num_items, device=self.item_text_ids.device)
-                )
 
     def item_input_tables(self) -> dict[str, torch.Tensor]:
         """The per-item inputs beyond the text that x_i needs: features, backbone item states."""
@@ -211,6 +197,23 @@ class KarmaEncoder(nn.Module):
 
     # ----- items ----------------------------------------------------------------------------
 
+    def refresh_item_cache(self) -> None:
+        """Recompute the pooled item-text cache from the current embedding table.
+
+        Call after loading trained weights: the cache was pooled from the table the encoder was
+        built with, which a checkpoint may replace (a random `tiny` backbone, a tuned table).
+        Backbone item-text states (`item_text_pooling: backbone`) are inputs computed by the
+        frozen full backbone, not by this table: they are kept as they are.
+        """
+        if (
+            self.config.item_text_pooling == "input_embeddings"
+            and self.pooled_item_text is not None
+        ):
+            with torch.no_grad():
+                self.pooled_item_text = self._pool_text(
+                    torch.arange(self.num_items, device=self.item_text_ids.device)
+                )
+
     def item_tokens(self, item_idx: torch.Tensor) -> torch.Tensor:
         """(...,) item indices -> (..., d) continuous item tokens x_i (float32)."""
         flat = item_idx.reshape(-1)  # (K,)
@@ -244,7 +247,7 @@ class KarmaEncoder(nn.Module):
         ids, mask = self.item_text_ids[item_idx], self.item_text_mask[item_idx].long()  # (K, L)
         embeds = self.embed_text_tokens(ids)  # (K, L, d)
         hidden = self.backbone.get_decoder()(
-            inputs_embeds=embeds, attention_mask=mask
+            inputs_embeds=embeds, attention_mask=mask, use_cache=False
         ).last_hidden_state
         last = (mask.sum(1) - 1).clamp(min=0)  # (K,)
         return hidden[torch.arange(len(ids), device=ids.device), last].float()
@@ -284,8 +287,12 @@ class KarmaEncoder(nn.Module):
     def hidden_states(self, layout: SequenceLayout) -> torch.Tensor:
         """(B, T) layout -> (B, T, d) last-layer hidden states (float32)."""
         decoder = self.backbone.get_decoder()
+        # No KV cache: nothing decodes after this pass, and building one costs memory and, under
+        # torch.compile, recompiles each decoder layer for the cache's states.
         out = decoder(
-            inputs_embeds=self.inputs_embeds(layout), attention_mask=layout.attention_mask
+            inputs_embeds=self.inputs_embeds(layout),
+            attention_mask=layout.attention_mask,
+            use_cache=False,
         )
         return out.last_hidden_state.float()
 
@@ -329,7 +336,7 @@ class KarmaEncoder(nn.Module):
         return extra + [p for m in modules for p in m.parameters()]
 
 
-def build_encoder(
+def encoder_from_config(
     config: ModelConfig,
     item_texts: list[str],
     features: np.ndarray | None = None,

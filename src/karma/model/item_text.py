@@ -193,7 +193,7 @@ def backbone_item_states(
 ) -> torch.Tensor:
     """(N, d) float32 item-text states of the frozen `model`, from the disk cache when present.
 
-    Call it on the untruncated, untuned backbone (see `karma.model.encoder.build_encoder`).
+    Call it on the untruncated, untuned backbone (see `karma.model.encoder.encoder_from_config`).
     """
     ids, mask = item_text_matrix(tokenizer, item_texts, config.item_text_tokens)
     layers = resolve_layers(model, config.item_text_layers)

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
+
+Stage = Literal["warmup", "joint"]
+"""A training stage: "warmup" (semantic warm-up, knowledge objectives only, no action loss;
+`train.semantic_warmup_steps` long) then "joint" (action + knowledge; `train.max_steps` long)."""
+STAGES: tuple[Stage, ...] = ("warmup", "joint")
 
 
 @dataclass

@@ -11,24 +11,21 @@ produces the retrieval vector (generation is mode-seeking, retrieval mean-seekin
 error is averaged over feature dimensions (not summed) so its scale does not grow with D and the
 MSE comparison head (`head="mse"`: L = mean_D (r(e_u) - f)²) is on the same scale.
 
-`sample` draws features from the trained head with a few Euler steps from ε (t: 0 -> 1), so
-reconstruction quality can be measured as the cosine to the true `f` (`feature_cosine`).
+Training only needs the velocity regression; no karma run samples from the head, so there is no
+sampler here (the semantic-fidelity probes in `karma.diagnostics.probes` measure what e_u keeps).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from karma.objectives.base import LossOutput
 
 FlowHead = Literal["flow", "mse"]
-VelocityField = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def sinusoidal_time_embedding(
@@ -51,23 +48,6 @@ def interpolate(features: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) ->
     """z_t = t·f + (1-t)·ε; features, noise (M, D), t (M,) -> (M, D)."""
     t = t.unsqueeze(1).to(features.dtype)
     return t * features + (1.0 - t) * noise
-
-
-def euler_sample(
-    velocity: VelocityField, noise: torch.Tensor, condition: torch.Tensor, steps: int
-) -> torch.Tensor:
-    """Integrate dz/dt = v(z, t, c) from z_0 = ε at t=0 to t=1 with `steps` Euler steps -> (M, D)."""
-    z = noise
-    dt = 1.0 / steps
-    for step in range(steps):
-        t = torch.full((noise.shape[0],), step * dt, device=noise.device, dtype=noise.dtype)
-        z = z + dt * velocity(z, t, condition)
-    return z
-
-
-def feature_cosine(predicted: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-    """Mean cosine similarity between predicted and true features, both (M, D) -> scalar."""
-    return F.cosine_similarity(predicted.float(), features.float(), dim=-1).mean()
 
 
 class VelocityHead(nn.Module):
@@ -115,18 +95,14 @@ class FeatureReconstructionObjective(nn.Module):
         embed_dim: int,
         hidden: int = 256,
         head: FlowHead = "flow",
-        sample_steps: int = 8,
         time_dim: int = 64,
     ) -> None:
         super().__init__()
         if head not in ("flow", "mse"):
             raise ValueError(f"head must be 'flow' or 'mse', got {head!r}")
-        if sample_steps < 1:
-            raise ValueError(f"sample_steps must be >= 1, got {sample_steps}")
         if time_dim < 2 or time_dim % 2:
             raise ValueError(f"time_dim must be a positive even number, got {time_dim}")
         self.head_kind = head
-        self.sample_steps = sample_steps
         self.head: nn.Module = (
             VelocityHead(feature_dim, embed_dim, hidden, time_dim)
             if head == "flow"
@@ -158,22 +134,3 @@ class FeatureReconstructionObjective(nn.Module):
         target_velocity = features - noise  # (M, D)
         loss = (self.head(z_t, t, interest_embedding) - target_velocity).pow(2).mean()
         return LossOutput(loss, {"flow_mse": float(loss.detach())})
-
-    @torch.no_grad()
-    def sample(
-        self,
-        interest_embedding: torch.Tensor,
-        feature_dim: int,
-        steps: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Features drawn for each e_u (M, e) -> (M, D): Euler from ε (flow) or the regression."""
-        if self.head_kind == "mse":
-            return self.head(interest_embedding)
-        noise = torch.randn(
-            (interest_embedding.shape[0], feature_dim),
-            generator=generator,
-            device=interest_embedding.device,
-            dtype=interest_embedding.dtype,
-        )
-        return euler_sample(self.head, noise, interest_embedding, steps or self.sample_steps)

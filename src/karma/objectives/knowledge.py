@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
-from karma.objectives.base import LossOutput
+from karma.objectives.base import LossOutput, Stage
 from karma.objectives.flow import FeatureReconstructionObjective
 from karma.objectives.generation import GenerationObjective
 from karma.objectives.reconstruction import ItemTextObjective, ReconstructionObjective
@@ -28,6 +28,10 @@ from karma.objectives.reconstruction import ItemTextObjective, ReconstructionObj
 @dataclass
 class KnowledgeConfig:
     """Weights and shapes of the knowledge regularizers (train only; never in the served model)."""
+
+    REMOVED_KEYS: ClassVar[dict[str, str]] = {
+        "flow_sample_steps": "it had no effect (no karma run samples from the flow head)",
+    }
 
     generation_weight: float = 0.0
     """λ_gen of L_gen (target text generated after the history) in the joint stage; 0 = off."""
@@ -49,8 +53,6 @@ class KnowledgeConfig:
     """Feature head: conditional rectified flow (flow) or plain MSE regression (mse, the comparison)."""
     flow_hidden: int = 256
     """Hidden width of the flow (or MSE) head's MLP."""
-    flow_sample_steps: int = 8
-    """Euler steps when sampling features from the flow head to measure reconstruction cosine."""
     feature_name: str | None = None
     """Frozen item features reconstructed by L_flow (a PreparedDataset.features name); needed when flow_weight > 0."""
     standardize_features: bool = True
@@ -96,7 +98,6 @@ class KnowledgeConfig:
             "target_text_tokens",
             "prefix_tokens",
             "flow_hidden",
-            "flow_sample_steps",
             "warmup_items_per_batch",
         ):
             if getattr(self, name) < 1:
@@ -162,7 +163,7 @@ class KnowledgeConfig:
         return r + (1.0 - r) * 0.5 * (1.0 + math.cos(math.pi * p))
 
     def weights(
-        self, stage: str, stage_step: int | None = None, stage_steps: int | None = None
+        self, stage: Stage, stage_step: int | None = None, stage_steps: int | None = None
     ) -> dict[str, float]:
         """Weight of each knowledge objective in `stage` ("warmup" or "joint"); zeros included.
 
@@ -256,7 +257,7 @@ class KnowledgeObjectives(nn.Module):
         self,
         decoder: nn.Module,
         batch: KnowledgeBatch,
-        stage: str,
+        stage: Stage,
         weights: dict[str, float] | None = None,
     ) -> LossOutput:
         """Σ weight·loss over the objectives whose weight in `stage` is > 0; others never run.
@@ -303,7 +304,6 @@ def build_knowledge_objectives(
             embed_dim,
             hidden=config.flow_hidden,
             head=config.flow_head,
-            sample_steps=config.flow_sample_steps,
         )
     reconstruction = (
         ReconstructionObjective(

@@ -35,15 +35,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from karma.errors import ConfigError
+from karma.model.backbone import unwrap_causal_lm
 
 IGNORE_INDEX = -100
 """Label value that marks a position with no target token (the Hugging Face convention)."""
-
-
-def unwrap_causal_lm(model: nn.Module) -> nn.Module:
-    """The `transformers` causal LM inside `model` (a `peft.PeftModel` is unwrapped; LoRA layers stay)."""
-    get_base_model = getattr(model, "get_base_model", None)
-    return get_base_model() if callable(get_base_model) else model
 
 
 def decoder_parts(model: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module]:

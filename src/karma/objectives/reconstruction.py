@@ -104,7 +104,6 @@ class ItemTextObjective(nn.Module):
     x_i is exactly the token the encoder feeds the LLM in a history, so this aligns P_item's
     output with the LLM's input-embedding space, which is what warm-up is for; routing through
     W_v and g would let those two absorb the alignment and leave P_item's tokens unreadable.
-    An optional fixed instruction prefix (Pi, d) can precede x_i.
     """
 
     def forward(
@@ -113,13 +112,9 @@ class ItemTextObjective(nn.Module):
         item_tokens: torch.Tensor,
         target_ids: torch.Tensor,
         target_mask: torch.Tensor,
-        instruction_embeds: torch.Tensor | None = None,
     ) -> LossOutput:
-        """item_tokens (M, d), target_ids (M, Y), target_mask (M, Y), instruction_embeds (Pi, d)."""
+        """item_tokens (M, d), target_ids (M, Y), target_mask (M, Y)."""
         prefix = item_tokens.unsqueeze(1)  # (M, 1, d)
-        if instruction_embeds is not None:
-            instruction = instruction_embeds.to(prefix.dtype).expand(prefix.shape[0], -1, -1)
-            prefix = torch.cat([instruction, prefix], dim=1)  # (M, Pi+1, d)
         prefix_mask = torch.ones(prefix.shape[:2], dtype=torch.bool, device=prefix.device)
         loss, num_tokens = target_token_nll(decoder, prefix, prefix_mask, target_ids, target_mask)
         return LossOutput(

@@ -1,16 +1,17 @@
 """The HTTP service: FastAPI app over a `ServingModel`, with micro-batched encoding.
 
-Endpoints (OpenAPI docs at /docs):
+Endpoints (OpenAPI document at /openapi.json, docs at /docs):
 - `POST /v1/search` {history, query?, k=10, exclude_seen=true} -> ranked items (id, title, score);
 - `POST /v1/embed` {history, query?} -> the interest embedding e_u;
 - `GET /healthz` -> status, catalog size, index kind, batching counters.
 
-History entries are item ids or exact titles. Unknown ones -> 404 naming them; an empty or too long
-history, k out of range, wrong types or unknown fields -> 422. With an API key configured, /v1/*
-requires header `X-API-Key`.
+The contract (`karma.serve.api_schema`) is exact: every limit is a schema constraint, every status
+the service answers is declared, and every error body is an `ErrorResponse`. History entries are
+item ids or titles (any case, optionally "Title (year)"; `karma.serve.lookup`). Unknown ones -> 404
+naming them; a title several items share -> 409 listing their ids and years; anything the schema
+rejects -> 422 listing every problem. With an API key configured (`--api-key` or `KARMA_API_KEY`),
+/v1/* requires header `X-API-Key` (401 otherwise) and the OpenAPI document declares that scheme.
 """
-
-from __future__ import annotations
 
 import ipaddress
 import logging
@@ -19,97 +20,49 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Security
+from fastapi import FastAPI, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from karma import __version__
-from karma.serve.artifact import Recommendations, ServingModel, UnknownItemsError
+from karma.serve.api_schema import (
+    EmbedResponse,
+    ErrorResponse,
+    HealthResponse,
+    ScoredItem,
+    SearchResponse,
+    error_responses,
+    request_models,
+)
+from karma.serve.artifact import Recommendations, ServingModel
 from karma.serve.batcher import MicroBatcher
+from karma.serve.config import ServeConfig
+from karma.serve.lookup import AmbiguousItemsError, UnknownItemsError
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class ServeConfig:
-    """Service settings (the `karma serve` options)."""
+class ServiceError(Exception):
+    """An error answer: status code plus `ErrorResponse` body."""
 
-    host: str = "127.0.0.1"
-    """Address to bind; loopback by default."""
-    port: int = 8000
-    """TCP port."""
-    api_key: str | None = None
-    """When set, /v1/* requires header X-API-Key with this value."""
-    index: str = "flat"
-    """Which saved index to search: flat, ivf or hnsw."""
-    max_history: int = 200
-    """Longest accepted history (items)."""
-    max_k: int = 1000
-    """Largest accepted k."""
-    max_batch: int = 32
-    """Micro-batcher: most requests per encoder call."""
-    max_wait_ms: float = 2.0
-    """Micro-batcher: longest wait for more requests before running a batch."""
-
-    def __post_init__(self) -> None:
-        if not 0 < self.port < 65536:
-            raise ValueError(f"port: must be in 1..65535, got {self.port}")
-        for name in ("max_history", "max_k", "max_batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms: must be >= 0, got {self.max_wait_ms}")
-        if self.api_key is not None and not self.api_key:
-            raise ValueError("api_key: must not be empty (leave it unset for no key)")
+    def __init__(self, status: int, body: ErrorResponse, headers: dict[str, str] | None = None):
+        super().__init__(body.message)
+        self.status = status
+        self.body = body
+        self.headers = headers
 
 
-# --- request / response schemas ------------------------------------------------------------
-
-
-class EmbedRequest(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
-
-    history: list[str | int] = Field(
-        min_length=1, description="Items the user interacted with, oldest first: ids or titles."
+def error_json(
+    status: int, body: ErrorResponse, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        body.model_dump(mode="json", exclude_none=True), status_code=status, headers=headers
     )
-    query: str | None = Field(default=None, max_length=1000, description="Optional search query.")
-
-
-class SearchRequest(EmbedRequest):
-    k: int = Field(default=10, ge=1, description="How many items to return.")
-    exclude_seen: bool = Field(default=True, description="Leave the history's items out.")
-
-
-class ScoredItem(BaseModel):
-    rank: int
-    item_id: str
-    title: str
-    score: float
-
-
-class SearchResponse(BaseModel):
-    items: list[ScoredItem]
-    index: str
-    took_ms: float
-
-
-class EmbedResponse(BaseModel):
-    embedding: list[float]
-    dim: int
-    took_ms: float
-
-
-class HealthResponse(BaseModel):
-    status: str
-    karma_version: str
-    num_items: int
-    embedding_dim: int
-    index: str
-    batches: int
-    requests: int
-    mean_batch: float
 
 
 # --- batching ------------------------------------------------------------------------------
@@ -177,25 +130,42 @@ def create_app(model: ServingModel, config: ServeConfig | None = None) -> FastAP
     )
     app.state.model = model
     app.state.batcher = batcher
-    key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+    install_error_handlers(app)
+    example = model.lookup.ids[: min(2, model.num_items, config.max_history)]
+    EmbedRequest, SearchRequest = request_models(config.max_history, config.max_k, example)
 
-    def check_key(key: str | None = Security(key_header)) -> None:
-        if config.api_key is None:
-            return
-        if key is None or not secrets.compare_digest(key.encode(), config.api_key.encode()):
-            raise HTTPException(401, detail="missing or wrong X-API-Key header")
+    # The key scheme (and its 401) is part of the contract only when a key is configured.
+    guarded: list[Any] = []
+    statuses = [400, 404, 409, 422]
+    if config.api_key is not None:
+        expected = config.api_key.encode()
+        key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
-    def resolve(request: EmbedRequest) -> list[int]:
-        if len(request.history) > config.max_history:
-            raise HTTPException(
-                422,
-                detail=f"history has {len(request.history)} items; at most {config.max_history} are accepted",
-            )
+        def check_key(key: str | None = Security(key_header)) -> None:
+            if key is None or not secrets.compare_digest(key.encode(), expected):
+                raise ServiceError(
+                    401,
+                    ErrorResponse(
+                        error="unauthorized", message="missing or wrong X-API-Key header"
+                    ),
+                )
+
+        guarded = [Security(check_key)]
+        statuses = [401, *statuses]
+
+    def resolve(history: Sequence[str | int]) -> list[int]:
         try:
-            return model.resolve_items(request.history)
+            return model.resolve_items(history)
         except UnknownItemsError as exc:
-            raise HTTPException(
-                404, detail={"message": "unknown items in history", "unknown": exc.unknown}
+            raise ServiceError(
+                404,
+                ErrorResponse(error="unknown_items", message=str(exc), unknown=exc.unknown),
+            ) from None
+        except AmbiguousItemsError as exc:
+            candidates = {ref: [c.to_dict() for c in cs] for ref, cs in exc.candidates.items()}
+            raise ServiceError(
+                409,
+                ErrorResponse(error="ambiguous_items", message=str(exc), candidates=candidates),
             ) from None
 
     @app.get("/healthz", response_model=HealthResponse)
@@ -211,32 +181,87 @@ def create_app(model: ServingModel, config: ServeConfig | None = None) -> FastAP
             mean_batch=batcher.stats.mean_batch,
         )
 
-    @app.post("/v1/search", response_model=SearchResponse, dependencies=[Depends(check_key)])
-    async def search(request: SearchRequest) -> SearchResponse:
+    @app.post(
+        "/v1/search",
+        response_model=SearchResponse,
+        dependencies=guarded,
+        responses=error_responses(*statuses, 500),
+    )
+    async def search(request: SearchRequest) -> SearchResponse:  # type: ignore[valid-type]
         start = time.perf_counter()
-        if request.k > config.max_k:
-            raise HTTPException(422, detail=f"k={request.k} is above the maximum {config.max_k}")
-        history = resolve(request)
-        job = EncodeJob(history, request.query, request.k, request.exclude_seen)
+        job = EncodeJob(resolve(request.history), request.query, request.k, request.exclude_seen)
         recs = (await batcher.submit(job)).recommendations
         assert recs is not None
         described = model.describe(recs.item_indices.tolist())
         items = [
             ScoredItem(rank=r + 1, score=float(s), **d)
-            for r, (s, d) in enumerate(zip(recs.scores, described))
+            for r, (s, d) in enumerate(zip(recs.scores.tolist(), described))
         ]
         took = (time.perf_counter() - start) * 1000
         return SearchResponse(items=items, index=model.index_config.kind, took_ms=took)
 
-    @app.post("/v1/embed", response_model=EmbedResponse, dependencies=[Depends(check_key)])
-    async def embed(request: EmbedRequest) -> EmbedResponse:
+    @app.post(
+        "/v1/embed",
+        response_model=EmbedResponse,
+        dependencies=guarded,
+        responses=error_responses(*statuses, 500),
+    )
+    async def embed(request: EmbedRequest) -> EmbedResponse:  # type: ignore[valid-type]
         start = time.perf_counter()
-        result = await batcher.submit(EncodeJob(resolve(request), request.query))
+        result = await batcher.submit(EncodeJob(resolve(request.history), request.query))
         took = (time.perf_counter() - start) * 1000
         vector = result.embedding.astype(float).tolist()
         return EmbedResponse(embedding=vector, dim=len(vector), took_ms=took)
 
     return app
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error answer, FastAPI's and Starlette's own included, as an `ErrorResponse`."""
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return error_json(exc.status, exc.body, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())], **_msg(e)}
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
+        message = f"{where}: {first['msg']}"
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more problems)"
+        body = ErrorResponse(error="invalid_request", message=message, errors=errors)
+        return error_json(422, body)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {
+            401: "unauthorized",
+            404: "not_found",
+            405: "method_not_allowed",
+            422: "invalid_request",
+        }
+        code = codes.get(
+            exc.status_code, "internal_error" if exc.status_code >= 500 else "invalid_request"
+        )
+        body = ErrorResponse(error=code, message=str(exc.detail))  # type: ignore[arg-type]
+        return error_json(exc.status_code, body, dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("internal error on %s %s", request.method, request.url.path)
+        body = ErrorResponse(
+            error="internal_error", message=f"internal error: {type(exc).__name__}"
+        )
+        return error_json(500, body)
+
+
+def _msg(error: dict[str, Any]) -> dict[str, str]:
+    return {"msg": str(error.get("msg", "")), "type": str(error.get("type", ""))}
 
 
 def serve(model: ServingModel, config: ServeConfig) -> None:
@@ -246,7 +271,7 @@ def serve(model: ServingModel, config: ServeConfig) -> None:
     if not is_loopback(config.host) and config.api_key is None:
         logger.warning(
             "binding %s, which is reachable from other machines, WITHOUT an API key: anyone who "
-            "can reach this port can query the model; pass --api-key KEY or bind 127.0.0.1",
+            "can reach this port can query the model; set KARMA_API_KEY (or --api-key) or bind 127.0.0.1",
             config.host,
         )
     uvicorn.run(create_app(model, config), host=config.host, port=config.port, log_level="info")

@@ -30,7 +30,8 @@ from safetensors.numpy import save_file as save_numpy
 
 from karma.errors import KarmaError
 from karma.serve import index as item_index
-from karma.serve.protocol import InterestEncoder, is_train_only_key
+from karma.serve.lookup import ItemLookup
+from karma.serve.protocol import InterestEncoder, encoder_builder, is_train_only_key
 
 FORMAT = "karma-serving-artifact"
 FORMAT_VERSION = 1
@@ -41,16 +42,6 @@ ITEM_EMBEDDINGS_KEY = "item_embeddings"
 ITEMS_FILE = "items.parquet"
 ITEM_INPUTS_FILE = "item_inputs.safetensors"
 TOKENIZER_DIR = "tokenizer"
-
-
-class UnknownItemsError(KarmaError):
-    """History references that match no item id or title."""
-
-    def __init__(self, unknown: list[str]) -> None:
-        self.unknown = unknown
-        shown = ", ".join(repr(u) for u in unknown[:20])
-        more = f" (and {len(unknown) - 20} more)" if len(unknown) > 20 else ""
-        super().__init__(f"unknown items (no such item_id or title): {shown}{more}")
 
 
 @dataclass
@@ -140,32 +131,18 @@ class ServingModel:
 
     def _reindex_refs(self) -> None:
         self._texts: list[str] = self.items["text"].astype(str).tolist()
-        self._by_id = {str(v): i for i, v in enumerate(self.items["item_id"])}
-        self._by_title: dict[str, int] = {}
-        for i, title in enumerate(self.items["title"].astype(str)):
-            self._by_title.setdefault(title, i)  # a repeated title resolves to its first item
+        self.lookup = ItemLookup(self.items)
 
     # --- items -----------------------------------------------------------------------------
 
     def resolve_items(self, refs: Sequence[str | int]) -> list[int]:
-        """Item indices for item ids or titles (id first, then exact title)."""
-        out, unknown = [], []
-        for ref in refs:
-            key = str(ref)
-            index = self._by_id.get(key, self._by_title.get(key))
-            if index is None:
-                unknown.append(key)
-            else:
-                out.append(index)
-        if unknown:
-            raise UnknownItemsError(unknown)
-        return out
+        """Item indices for item ids or titles (any case, optionally "Title (year)"); see lookup."""
+        return self.lookup.resolve(refs)
 
     def describe(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         """item_id and title of item indices."""
-        ids = self.items["item_id"].astype(str)
-        titles = self.items["title"].astype(str)
-        return [{"item_id": ids.iloc[i], "title": titles.iloc[i]} for i in indices]
+        ids, titles = self.lookup.ids, self.lookup.titles
+        return [{"item_id": ids[i], "title": titles[i]} for i in indices]
 
     # --- encoding and search ---------------------------------------------------------------
 
@@ -244,7 +221,7 @@ class ServingModel:
             if column not in new_items.columns:
                 raise KarmaError(f"new items need a {column!r} column")
         ids = new_items["item_id"].astype(str)
-        clashes = [i for i in ids if i in self._by_id]
+        clashes = [i for i in ids if i in self.lookup]
         if clashes or ids.duplicated().any():
             dup = clashes or ids[ids.duplicated()].tolist()
             raise KarmaError(f"item ids already in the catalog or repeated: {dup[:10]}")
@@ -258,12 +235,19 @@ class ServingModel:
         return np.arange(start, self.num_items, dtype=np.int64)
 
 
-def load_artifact(directory: str | Path, index: str = "flat") -> ServingModel:
-    """Rebuild the encoder, load its weights, the catalog and the chosen index."""
+QUANTIZE_CHOICES = ("int8",)
+
+
+def load_artifact(
+    directory: str | Path, index: str = "flat", quantize: str | None = None
+) -> ServingModel:
+    """Rebuild the encoder, load its weights, the catalog and the chosen index.
+
+    quantize="int8": int8 dynamic quantization of the LLM's linear layers on the serving pass
+    (faster on CPU, approximate; see `karma.serve.fast_decoder.PrefixCachedDecoder.quantize_int8`).
+    """
     import torch
     from safetensors.torch import load_file as load_torch
-
-    from karma.serve.protocol import encoder_builder
 
     directory = Path(directory)
     manifest = read_manifest(directory)
@@ -289,6 +273,14 @@ def load_artifact(directory: str | Path, index: str = "flat") -> ServingModel:
     module.eval()
     if dtype := spec.get("dtype"):
         module.to(getattr(torch, dtype))
+    if quantize is not None:
+        readout_pass = getattr(module, "readout_pass", None)
+        if quantize not in QUANTIZE_CHOICES or readout_pass is None:
+            raise KarmaError(
+                f"--quantize {quantize}: supported only as int8, for KARMA artifacts of a "
+                f"Llama-family backbone ({directory} has encoder kind {spec['kind']!r})"
+            )
+        readout_pass.quantize_int8()
     items = pd.read_parquet(directory / ITEMS_FILE)
     embeddings = load_numpy(str(directory / ITEM_EMBEDDINGS_FILE))[ITEM_EMBEDDINGS_KEY]
     model = ServingModel(module, items, embeddings, manifest, directory)  # type: ignore[arg-type]

@@ -4,7 +4,13 @@ An LLM forward over a batch of 32 users costs little more than over one, so the 
 requests and a single worker task drains the queue: it waits for the first request, then collects
 more until `max_batch` are waiting or `max_wait_ms` has passed, runs the batch function once in a
 worker thread (the event loop keeps accepting requests meanwhile), and resolves each caller's future
-with its own result. Batches run one at a time, so the encoder is never called concurrently.
+with its own result. Batches run one at a time, so the encoder is never called concurrently, and
+always on the same dedicated thread (torch's OpenMP pool belongs to the calling thread: one thread
+keeps one warm pool instead of one per executor thread).
+
+With `max_wait_ms=0` (the service's default) a batch starts as soon as a request arrives, with
+whatever else is already queued: a lone client never waits for company, and under load the requests
+that arrive while one batch runs form the next, so batches still fill up.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -39,7 +46,7 @@ class MicroBatcher(Generic[RequestT, ResultT]):
         self,
         batch_fn: Callable[[Sequence[RequestT]], Sequence[ResultT]],
         max_batch: int = 32,
-        max_wait_ms: float = 2.0,
+        max_wait_ms: float = 0.0,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch: must be >= 1, got {max_batch}")
@@ -51,10 +58,12 @@ class MicroBatcher(Generic[RequestT, ResultT]):
         self.stats = BatcherStats()
         self._queue: asyncio.Queue[tuple[RequestT, asyncio.Future[ResultT]]] | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._thread: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
         """Start the worker on the running event loop (call from the app's lifespan)."""
         self._queue = asyncio.Queue()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="karma-encoder")
         self._worker = asyncio.create_task(self._run(), name="karma-micro-batcher")
 
     async def stop(self) -> None:
@@ -63,6 +72,9 @@ class MicroBatcher(Generic[RequestT, ResultT]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
         self._worker = None
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
+        self._thread = None
 
     async def submit(self, request: RequestT) -> ResultT:
         """Queue one request and wait for its own result (or the batch's exception)."""
@@ -100,7 +112,8 @@ class MicroBatcher(Generic[RequestT, ResultT]):
             self.stats.batches += 1
             self.stats.largest_batch = max(self.stats.largest_batch, len(live))
             try:
-                results = await asyncio.to_thread(self.batch_fn, requests)
+                loop = asyncio.get_running_loop()
+                results = await loop.run_in_executor(self._thread, self.batch_fn, requests)
                 if len(results) != len(requests):
                     raise RuntimeError(
                         f"batch_fn returned {len(results)} results for {len(requests)}"

@@ -1,20 +1,28 @@
-"""`karma export | index | add-items | serve | recommend`: the serving subcommands."""
+"""`karma export | index | add-items | serve | recommend`: the serving subcommands.
+
+The options of `karma serve` and `karma index` are generated from `ServeConfig` and `IndexConfig`
+(`karma.serve.config`): one place for their defaults and help.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from karma.config import add_config_options
 from karma.errors import KarmaError
+from karma.serve.config import IndexConfig, ServeConfig
 
 if TYPE_CHECKING:
     import pandas as pd
 
 ConfigT = TypeVar("ConfigT")
+API_KEY_ENV = "KARMA_API_KEY"  # where `karma serve` reads the API key when --api-key is absent
 
 
 def _quiet_faiss_loader() -> None:
@@ -44,15 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "index", help="build a FAISS index in an artifact and check its recall"
     )
     p.add_argument("artifact", type=Path, help="serving artifact directory")
-    p.add_argument("--kind", choices=("flat", "ivf", "hnsw"), default="flat")
-    p.add_argument("--nlist", type=int, default=0, help="IVF lists (0 = about 4*sqrt(N))")
-    p.add_argument("--nprobe", type=int, default=16, help="IVF lists visited per query")
-    p.add_argument("--m", type=int, default=32, help="HNSW neighbours per node")
-    p.add_argument("--ef-construction", type=int, default=200, help="HNSW build beam")
-    p.add_argument("--ef-search", type=int, default=128, help="HNSW search beam")
+    p.set_defaults(config_fields=add_config_options(p, IndexConfig), func=cmd_index)
     p.add_argument("-k", type=int, default=100, help="recall@k against exact search")
     p.add_argument("--queries", type=int, default=1000, help="sampled queries for the recall check")
-    p.set_defaults(func=cmd_index)
 
     p = subparsers.add_parser("add-items", help="append items to an artifact from their text alone")
     p.add_argument("artifact", type=Path, help="serving artifact directory")
@@ -63,18 +65,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     p = subparsers.add_parser("serve", help="serve an artifact over HTTP (FastAPI + uvicorn)")
     p.add_argument("artifact", type=Path, help="serving artifact directory")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", default=None, help="require header X-API-Key with this value")
-    p.add_argument("--index", choices=("flat", "ivf", "hnsw"), default="flat")
-    p.add_argument("--max-batch", type=int, default=32, help="requests per encoder call")
-    p.add_argument("--max-wait-ms", type=float, default=2.0, help="wait for a fuller batch")
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(config_fields=add_config_options(p, ServeConfig), func=cmd_serve)
+    # How the process loads and runs the model (not service settings, so not in ServeConfig).
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads of the encoder (default: torch's)"
+    )
+    p.add_argument(
+        "--quantize",
+        choices=("int8",),
+        default=None,
+        help="int8 dynamic quantization of the LLM's linear layers: ~2x faster on CPU, embeddings "
+        "approximate (docs/benchmarks.md measures the top-10 agreement); default: exact fp32",
+    )
 
     p = subparsers.add_parser("recommend", help="top-k items for one history, printed as a table")
     p.add_argument("artifact", type=Path, help="serving artifact directory")
     p.add_argument(
-        "--history", nargs="+", required=True, help="item ids or exact titles, oldest first"
+        "--history",
+        nargs="+",
+        required=True,
+        help="item ids or titles (any case, optionally with the year: 'Toy Story (1995)'), "
+        "oldest first",
     )
     p.add_argument("--query", default=None, help="optional search query")
     p.add_argument("-k", type=int, default=10)
@@ -108,12 +119,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     )
 
     manifest = read_manifest(args.artifact)
-    config = _config_from_options(
-        "index",
-        item_index.IndexConfig,
-        args,
-        ["kind", "nlist", "nprobe", "m", "ef_construction", "ef_search"],
-    )
+    config = _config_from_options("index", IndexConfig, args, args.config_fields)
     embeddings = load_numpy_file(args.artifact / ITEM_EMBEDDINGS_FILE)[ITEM_EMBEDDINGS_KEY]
     start = time.perf_counter()
     index = item_index.build_index(embeddings, config)
@@ -169,6 +175,12 @@ def cmd_add_items(args: argparse.Namespace) -> int:
     from karma.serve.artifact import load_artifact, save_catalog
 
     model = load_artifact(args.artifact)
+    if model.manifest["encoder"]["kind"] == "karma":  # feature rows for new items, as at training
+        from karma.serve.item_features import new_item_features
+        from karma.serve.karma_encoder import KarmaInterestEncoder
+
+        if isinstance(model.encoder, KarmaInterestEncoder):
+            model.encoder.feature_encoder = new_item_features
     new = read_items_file(args.items)
     indices = model.add_items(new)
     save_catalog(model)
@@ -176,17 +188,30 @@ def cmd_add_items(args: argparse.Namespace) -> int:
     return 0
 
 
+def api_key_from(option: str | None) -> str | None:
+    """--api-key if given, else $KARMA_API_KEY (unset or empty: no key)."""
+    if option is not None:
+        return option
+    return os.environ.get(API_KEY_ENV) or None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    from karma.serve.app import ServeConfig, serve
+    # Idle OpenMP threads sleep instead of spinning: on a shared CPU spinning workers steal the
+    # cores the next request needs (set before torch starts its thread pool).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if args.threads is not None and args.threads < 1:
+        raise KarmaError(f"karma serve: --threads must be >= 1, got {args.threads}")
+    args.api_key = api_key_from(args.api_key)
+
+    from karma.serve.app import serve
     from karma.serve.artifact import load_artifact
 
-    config = _config_from_options(
-        "serve",
-        ServeConfig,
-        args,
-        ["host", "port", "api_key", "index", "max_batch", "max_wait_ms"],
-    )
-    serve(load_artifact(args.artifact, index=args.index), config)
+    config = _config_from_options("serve", ServeConfig, args, args.config_fields)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    serve(load_artifact(args.artifact, index=args.index, quantize=args.quantize), config)
     return 0
 
 

@@ -9,7 +9,6 @@ same parameter count: the regularizers cost nothing at serving time.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +23,11 @@ from tqdm import tqdm
 
 from karma import __version__
 from karma.errors import KarmaError
+from karma.model.encoder import KarmaEncoder
+from karma.runs import load_encoder, open_run
 from karma.serve import artifact
+from karma.serve.item_features import feature_source
+from karma.serve.karma_encoder import KarmaInterestEncoder
 from karma.serve.protocol import count_parameters, is_train_only_key
 
 
@@ -81,14 +84,6 @@ def encode_catalog(encoder: Any, texts: list[str], batch_size: int = 512) -> np.
     for start in tqdm(range(0, len(texts), batch_size), desc="item tower", unit="batch"):
         chunks.append(np.asarray(encoder.item_embeddings(texts[start : start + batch_size])))
     return np.concatenate(chunks).astype(np.float32)  # (N, e)
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_artifact(
@@ -162,10 +157,24 @@ def write_artifact(
 
 
 def export_run(run_dir: str | Path, out: str | Path, overwrite: bool = False) -> dict[str, Any]:
-    """`karma export RUN_DIR --out DIR`: load a training run's encoder and write its artifact."""
-    from karma.serve.run_loader import load_run_for_export
+    """`karma export RUN_DIR --out DIR`: load a training run's encoder and write its artifact.
 
-    loaded = load_run_for_export(Path(run_dir))
+    The encoder comes from the run layer without any training-only part (`karma.runs.load_encoder`).
+    """
+    run = open_run(run_dir)
+    if run.kind != "karma":
+        raise KarmaError(
+            f"{run_dir} is a {run.kind} run; only karma runs export (serving reads item text)"
+        )
+    trained = load_encoder(run)
+    encoder = trained.module
+    if not isinstance(encoder, KarmaEncoder) or trained.item_texts is None:
+        raise KarmaError(f"{run_dir}: the run's encoder is not a KarmaEncoder")
+    source = None
+    if name := encoder.config.features:  # how `karma add-items` gets new items' feature rows
+        dataset = trained.dataset
+        source = feature_source(dataset.manifest, name, dataset.item_texts(), trained.item_texts)
+    serving = KarmaInterestEncoder(encoder, trained.item_texts, source)
     return write_artifact(
-        loaded.encoder, loaded.items, loaded.item_texts, out, loaded.provenance, overwrite
+        serving, trained.dataset.items, trained.item_texts, out, trained.provenance, overwrite
     )

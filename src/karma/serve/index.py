@@ -10,44 +10,12 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import faiss
 import numpy as np
 
-IndexKind = Literal["flat", "ivf", "hnsw"]
-INDEX_KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
-
-
-@dataclass
-class IndexConfig:
-    """How to build the item index."""
-
-    kind: IndexKind = "flat"
-    """flat (exact), ivf (inverted lists) or hnsw (graph)."""
-    nlist: int = 0
-    """IVF: number of inverted lists; 0 = about 4*sqrt(N), at most N/39 (FAISS's training minimum)."""
-    nprobe: int = 16
-    """IVF: lists visited per query (recall vs speed)."""
-    m: int = 32
-    """HNSW: neighbours per node."""
-    ef_construction: int = 200
-    """HNSW: candidate list size while building."""
-    ef_search: int = 128
-    """HNSW: candidate list size while searching (recall vs speed)."""
-
-    def __post_init__(self) -> None:
-        if self.kind not in INDEX_KINDS:
-            raise ValueError(f"kind: {self.kind!r} is not one of {', '.join(INDEX_KINDS)}")
-        for name in ("nlist",):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
-        for name in ("nprobe", "m", "ef_construction", "ef_search"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from karma.serve.config import INDEX_KINDS, IndexConfig, IndexKind  # noqa: F401 (re-exported)
 
 
 def resolve_nlist(config: IndexConfig, num_items: int) -> int:

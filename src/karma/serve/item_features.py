@@ -6,6 +6,10 @@ item token. Its artifact carries the catalog's rows (`item_inputs.safetensors`, 
 manifest's record of the encoder that computed them (`karma data features`). An item added after
 export (`karma add-items`) gets its row from the same text encoder over the same text, or is
 refused with a one-line reason when that cannot be done.
+
+The serving runtime may not import the data layer (`pyproject.toml`, import-linter), so this module
+sits with export: `karma add-items` installs `new_item_features` as the encoder's
+`feature_encoder`.
 """
 
 from __future__ import annotations

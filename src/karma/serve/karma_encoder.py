@@ -13,8 +13,7 @@ every knowledge-objective head stay out: they live outside `KarmaModel.encoder` 
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from karma.config import from_dict, to_dict
 from karma.errors import KarmaError
 from karma.model.config import EncoderConfig
 from karma.model.encoder import KarmaEncoder
-from karma.serve.protocol import register_encoder
-from karma.serve.run_loader import LoadedRun
+from karma.serve.fast_decoder import PrefixCachedDecoder
 
 KIND = "karma"
+FeatureEncoder = Callable[[dict[str, Any] | None, list[str]], np.ndarray]
+"""(feature source, new item texts) -> (M, f) feature rows; `karma add-items` installs one."""
 BACKBONE_DIR = "backbone"
 TOKENIZER_DIR = "tokenizer"
 
@@ -37,6 +38,7 @@ class KarmaInterestEncoder(nn.Module):
     """`InterestEncoder` over a `KarmaEncoder` (see the module docstring)."""
 
     kind = KIND
+    feature_encoder: FeatureEncoder | None = None  # set by `karma add-items` (it may import data)
 
     def __init__(
         self,
@@ -52,6 +54,7 @@ class KarmaInterestEncoder(nn.Module):
         self.encoder = encoder
         self.embedding_dim = encoder.embedding_dim
         self._index_of: dict[str, int] = {}
+        self.readout_pass: PrefixCachedDecoder | None = None  # built by after_load (serving)
         for i, text in enumerate(item_texts):
             self._index_of.setdefault(text, i)
         # Every child of the causal LM except its output head (the LM head decodes text: train only).
@@ -67,8 +70,6 @@ class KarmaInterestEncoder(nn.Module):
         )
 
     def encoder_config(self) -> dict[str, Any]:
-        from karma.config import to_dict
-
         return {
             "encoder": to_dict(self.encoder.config),
             "mode": self.encoder.mode,
@@ -91,7 +92,10 @@ class KarmaInterestEncoder(nn.Module):
 
     def after_load(self) -> None:
         """Recompute the pooled item-text cache from the loaded (not the random) embedding table."""
-        self.encoder.refresh_item_text_cache()
+        enc = self.encoder
+        enc.refresh_item_cache()
+        if PrefixCachedDecoder.supports(enc):
+            self.readout_pass = PrefixCachedDecoder(enc)
 
     # --- catalog ----------------------------------------------------------------------------
 
@@ -106,9 +110,11 @@ class KarmaInterestEncoder(nn.Module):
         enc = self.encoder
         features = None
         if enc.item_features is not None:
-            from karma.serve.item_features import new_item_features
-
-            features = new_item_features(self.feature_source, texts)
+            if self.feature_encoder is None:
+                raise KarmaError(
+                    "this model needs item features for new items; add them with `karma add-items`"
+                )
+            features = self.feature_encoder(self.feature_source, texts)
         start = enc.num_items
         enc.append_items(texts, features)
         for offset, text in enumerate(texts):
@@ -121,11 +127,15 @@ class KarmaInterestEncoder(nn.Module):
         index = torch.tensor(self._indices(texts), dtype=torch.int64)
         return self.encoder.item_embeddings(index).float().cpu().numpy()  # (N, e)
 
-    @torch.no_grad()
+    @torch.no_grad()  # (the readout pass runs in inference mode itself)
     def interest_embeddings(
         self, histories: Sequence[Sequence[str]], queries: Sequence[str | None]
     ) -> np.ndarray:
         indexed = [np.asarray(self._indices(h), dtype=np.int64) for h in histories]
+        if self.readout_pass is not None:  # same maths, only the readout position's work
+            layout = self.encoder.layout(indexed, list(queries))
+            hidden = self.readout_pass.readout_hidden(layout)  # (B, d)
+            return self.encoder.interest_embeddings(hidden).float().cpu().numpy()  # (B, e)
         users = self.encoder.encode_users(indexed, list(queries), batch_size=max(1, len(indexed)))
         return users.float().cpu().numpy()  # (B, e)
 
@@ -134,8 +144,6 @@ def build_from_config(artifact_dir: Path, config: dict[str, Any]) -> nn.Module:
     """Registry builder: the LLM from its saved config (random weights), then the encoder."""
     import pandas as pd
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from karma.config import from_dict
 
     backbone = AutoModelForCausalLM.from_config(
         AutoConfig.from_pretrained(artifact_dir / BACKBONE_DIR)
@@ -167,48 +175,3 @@ def build_from_config(artifact_dir: Path, config: dict[str, Any]) -> nn.Module:
     except ValueError as exc:  # item inputs missing or not aligned with items.parquet
         raise KarmaError(f"{artifact_dir}: {exc}") from None
     return KarmaInterestEncoder(encoder, texts, config.get("feature_source"))
-
-
-def register() -> None:
-    register_encoder(KIND, build_from_config)
-
-
-def _sha256(paths: Sequence[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def load_run(run_dir: Path) -> LoadedRun:
-    """A training run's best (else latest) weights as a serving encoder, with its catalog."""
-    from karma.config import to_dict
-    from karma.data import schema
-    from karma.train.runs import CONFIG_FILE, best_weights, load_run_config, load_trained_task
-
-    config_path = run_dir / CONFIG_FILE
-    config = load_run_config(run_dir)
-    weights = best_weights(run_dir)
-    task = load_trained_task(run_dir)
-    ds = task.dataset
-    texts = ds.item_texts(with_categories=config.model.encoder.item_text_categories)
-    source = None
-    if name := config.model.encoder.features:
-        from karma.serve.item_features import feature_source
-
-        source = feature_source(ds.manifest, name, ds.item_texts(), texts)
-    data_files = [ds.root / schema.ITEMS_FILE, ds.root / schema.INTERACTIONS_FILE]
-    provenance = {
-        "backbone": config.model.backbone.name,
-        "data_hash": _sha256(data_files),
-        "config_hash": _sha256([config_path]),
-        "run_dir": str(run_dir),
-        "weights": str(weights),
-        "dataset": ds.name,
-        "knowledge": to_dict(config.knowledge),
-        "tuning": config.model.backbone.tuning,
-    }
-    encoder = KarmaInterestEncoder(task.encoder, texts, source)
-    return LoadedRun(encoder, ds.items, texts, provenance)

@@ -25,6 +25,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from torch import nn
 
+from karma.errors import KarmaError
+
 # Substrings of state-dict keys that belong to training-only heads (LM head for generation and
 # reconstruction, the soft-prefix map `g`, the flow-matching and MSE heads). Export refuses to write
 # any of them even if an encoder lists them among its serving prefixes by mistake.
@@ -77,26 +79,21 @@ def encoder_builder(kind: str) -> EncoderBuilder:
     if kind not in _BUILDERS:
         _register_known_kind(kind)
     if kind not in _BUILDERS:
-        from karma.errors import KarmaError
-
         raise KarmaError(
             f"artifact encoder kind {kind!r} is unknown to this karma version; "
-            f"known kinds: {', '.join(sorted({*_BUILDERS, 'toy', 'karma'}))}"
+            f"known kinds: {', '.join(sorted({*_BUILDERS, 'karma'}))}"
         )
     return _BUILDERS[kind]
 
 
 def _register_known_kind(kind: str) -> None:
-    # Imported lazily so that `import karma.serve` does not pull in the LLM stack, and loading a
-    # toy artifact does not import transformers.
-    if kind == "toy":
-        from karma.serve import toy_encoder
+    # Imported lazily so that `import karma.serve` does not pull in the LLM stack (transformers),
+    # which only an artifact of the `karma` kind needs. Test doubles (karma.testing) register
+    # themselves; production code never knows about them.
+    if kind == "karma":
+        from karma.serve import karma_encoder  # transformers: only karma artifacts need it
 
-        register_encoder(toy_encoder.KIND, toy_encoder.build_from_config)
-    elif kind == "karma":
-        from karma.serve import karma_encoder
-
-        karma_encoder.register()
+        register_encoder(karma_encoder.KIND, karma_encoder.build_from_config)
 
 
 def is_train_only_key(key: str) -> bool:

@@ -29,10 +29,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from karma.errors import KarmaError
+from karma.objectives.base import Stage
 
 MODEL_FILE = "model.safetensors"
 TRAINING_STATE_FILE = "training_state.pt"
@@ -44,7 +46,7 @@ _STEP_DIR = re.compile(r"^step_(\d{7,})$")
 class TrainerState:
     """Where training stands: enough to continue exactly where a checkpoint was taken."""
 
-    stage: str = "joint"
+    stage: Stage = "joint"
     """stage being trained ("warmup" or "joint")"""
     stage_step: int = 0
     """optimizer steps done in this stage"""
@@ -110,6 +112,39 @@ def load_model_weights(model: nn.Module, directory: Path, strict: bool = True) -
         raise KarmaError(f"{path} does not exist; is {directory} a karma checkpoint or best/ dir?")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     model.load_state_dict(load_file(str(path), device=str(device)), strict=strict)
+
+
+def load_encoder_weights(
+    encoder: nn.Module, directory: Path, prefix: str, train_only_prefixes: tuple[str, ...]
+) -> None:
+    """Load only the encoder's weights from a full training checkpoint (inference, export).
+
+    Keys under `prefix` are stripped of it and loaded strictly: the encoder must match exactly.
+    Every other key must start with one of `train_only_prefixes` (heads that only training uses,
+    e.g. the action loss and the knowledge objectives) and is skipped without being read into any
+    module, so a checkpoint written with different train-only heads still loads. Any other key is
+    an error: the checkpoint does not belong to this kind of model.
+    """
+    path = Path(directory) / MODEL_FILE
+    if not path.is_file():
+        raise KarmaError(f"{path} does not exist; is {directory} a karma checkpoint or best/ dir?")
+    device = next((p.device for p in encoder.parameters()), torch.device("cpu"))
+    state: dict[str, torch.Tensor] = {}
+    with safe_open(str(path), framework="pt", device=str(device)) as handle:
+        keys = list(handle.keys())
+        unknown = [k for k in keys if not k.startswith((prefix, *train_only_prefixes))]
+        if unknown:
+            raise KarmaError(
+                f"{path}: keys {unknown[:3]} are neither under {prefix!r} nor a known training "
+                f"head {train_only_prefixes}; not a checkpoint of this model"
+            )
+        for key in keys:
+            if key.startswith(prefix):
+                state[key.removeprefix(prefix)] = handle.get_tensor(key)
+    try:
+        encoder.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise KarmaError(f"{path}: the encoder does not match the run's config ({exc})") from None
 
 
 def rng_states() -> dict[str, Any]:

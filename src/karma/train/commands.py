@@ -1,4 +1,9 @@
-"""`karma train CONFIG [key=value ...] [--resume]`."""
+"""`karma train CONFIG [key=value ...] [--section.field VALUE ...] [--resume]`.
+
+Every field of `RunConfig` is an option, generated from the config dataclasses (their docstrings
+are the help text), and also a positional `section.field=value` override; both are applied on top
+of CONFIG, options last.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,15 @@ import argparse
 import json
 from pathlib import Path
 
+from karma.config import add_override_options, defer_options, overrides_from_options
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a KARMA model from a run config",
         description="Train a KARMA model. Any config field can be overridden as section.field=value "
-        "(e.g. train.max_steps=200 data.batch_size=16).",
+        "(e.g. train.max_steps=200 data.batch_size=16) or as an option (--train.max_steps 200).",
     )
     parser.add_argument("config", type=Path, help="run config YAML (see configs/)")
     parser.add_argument("overrides", nargs="*", help="section.field=value overrides")
@@ -22,17 +29,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--output-dir", type=Path, default=None, help="run directory (overrides output_dir)"
     )
+    defer_options(parser, _add_run_config_options)
+
     parser.set_defaults(func=train_command)
+
+
+def _add_run_config_options(parser: argparse.ArgumentParser) -> None:
+    from karma.train.run_config import RunConfig  # torch: added when `karma train` runs
+
+    add_override_options(parser, RunConfig, skip=("output_dir",))
 
 
 def train_command(args: argparse.Namespace) -> int:
     from karma.config import load_config
+    from karma.runs import train_run  # torch: kept out of `karma --help`
     from karma.train.run_config import RunConfig
-    from karma.train.runs import train_run
 
-    overrides = list(args.overrides) + (
-        [f"output_dir={args.output_dir}"] if args.output_dir else []
-    )
+    overrides = list(args.overrides) + overrides_from_options(args)
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
     config = load_config(RunConfig, args.config, overrides)
     result = train_run(config, resume=args.resume)
     print(json.dumps(result, indent=2, default=str))

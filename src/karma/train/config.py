@@ -7,12 +7,17 @@ also a `train.<field>=value` override on the command line and its docstring is t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 
 @dataclass
 class TrainConfig:
     """Optimizer, schedule, stages, evaluation, checkpoints and devices of one training run."""
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        "warmup_steps": "lr_warmup_steps",
+        "warmup_stage_steps": "semantic_warmup_steps",
+    }
 
     lr: float = 3e-4
     """peak learning rate of AdamW (a task's optimizer_groups may scale it per group)"""
@@ -20,7 +25,7 @@ class TrainConfig:
     """AdamW decoupled weight decay; by default not applied to biases and norm weights (1-D tensors)"""
     betas: tuple[float, float] = (0.9, 0.999)
     """AdamW (beta1, beta2)"""
-    warmup_steps: int = 100
+    lr_warmup_steps: int = 100
     """optimizer steps of linear learning-rate warm-up at the start of each stage, then cosine decay"""
     min_lr_ratio: float = 0.0
     """cosine decay ends at lr * min_lr_ratio"""
@@ -31,8 +36,9 @@ class TrainConfig:
     time_budget_minutes: float | None = None
     """wall-clock budget for the whole fit; the joint stage stops after the step that crosses it
     (then validates and saves as at a normal end); null = no budget"""
-    warmup_stage_steps: int = 0
-    """optimizer steps of the semantic warm-up stage ("warmup") before the joint stage; 0 = skip it"""
+    semantic_warmup_steps: int = 0
+    """optimizer steps of the semantic warm-up stage ("warmup": knowledge objectives only, no action
+    loss) before the joint stage; 0 = skip it"""
     grad_accum: int = 1
     """batches whose gradients are summed into one optimizer step"""
     clip_norm: float | None = 1.0
@@ -80,8 +86,8 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         for name in (
-            "warmup_steps",
-            "warmup_stage_steps",
+            "lr_warmup_steps",
+            "semantic_warmup_steps",
             "eval_every",
             "checkpoint_every",
             "early_stopping_patience",

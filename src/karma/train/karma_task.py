@@ -24,10 +24,12 @@ from karma.config import from_dict
 from karma.data import schema
 from karma.data.dataset import Examples, PreparedDataset
 from karma.errors import ConfigError
+from karma.eval.metrics import ranking_metrics
+from karma.eval.ranking import rank_targets
 from karma.model.config import ModelConfig
-from karma.model.encoder import KarmaEncoder, build_encoder
+from karma.model.encoder import KarmaEncoder, encoder_from_config
 from karma.objectives.action import ActionConfig, ActionLoss
-from karma.objectives.base import LossOutput
+from karma.objectives.base import STAGES, LossOutput, Stage
 from karma.objectives.knowledge import (
     KnowledgeConfig,
     KnowledgeObjectives,
@@ -79,8 +81,34 @@ class KarmaBatch:
     seed: int  # seeds the negative sampler for this batch
 
 
+def build_encoder(
+    data: DataConfig, model: ModelConfig, dataset: PreparedDataset, seed: int
+) -> KarmaEncoder:
+    """The encoder a run config describes, over `dataset`'s catalog (backbone loaded, heads new).
+
+    Seeded first, so the random `tiny` backbone and the new heads start from `seed`: the training
+    task and the inference loader (`karma.runs`) build the same module.
+    """
+    features = dataset.features(model.encoder.features)[1] if model.encoder.features else None
+    torch.manual_seed(seed)
+    return encoder_from_config(
+        model,
+        dataset.item_texts(with_categories=model.encoder.item_text_categories),
+        features=features,
+        mode=data.mode,
+        max_history=data.max_history,
+    )
+
+
 class KarmaModel(nn.Module):
-    """Everything the trainer optimizes and checkpoints: the encoder and the objectives' parameters."""
+    """Everything the trainer optimizes and checkpoints: the encoder and the objectives' parameters.
+
+    Checkpoint keys start with `encoder.` (what inference loads) or with one of
+    `TRAIN_ONLY_PREFIXES` (heads and tables only training uses).
+    """
+
+    ENCODER_PREFIX = "encoder."
+    TRAIN_ONLY_PREFIXES = ("action.", "knowledge.", "knowledge_catalog.")
 
     def __init__(
         self,
@@ -118,15 +146,7 @@ class KarmaTask:
         self.seed = seed
         self.dataset = dataset if dataset is not None else PreparedDataset(data.path)
         ds = self.dataset
-        features = ds.features(model.encoder.features)[1] if model.encoder.features else None
-        torch.manual_seed(seed)  # the random `tiny` backbone and the new heads start from the seed
-        encoder = build_encoder(
-            model,
-            ds.item_texts(with_categories=model.encoder.item_text_categories),
-            features=features,
-            mode=data.mode,
-            max_history=data.max_history,
-        )
+        encoder = build_encoder(data, model, ds, seed)
         self.head_lr = model.encoder.head_lr
         self.model = KarmaModel(
             encoder,
@@ -146,7 +166,7 @@ class KarmaTask:
     ) -> tuple[KnowledgeObjectives | None, KnowledgeCatalog | None]:
         """The knowledge objectives and their catalog tables; (None, None) when all weights are 0."""
         config = self.knowledge_config
-        if not any(w > 0 for stage in ("warmup", "joint") for w in config.weights(stage).values()):
+        if not any(w > 0 for stage in STAGES for w in config.weights(stage).values()):
             return None, None
         features = self.dataset.features(config.feature_name)[1] if config.flow_weight > 0 else None
         catalog = KnowledgeCatalog(
@@ -296,7 +316,7 @@ class KarmaTask:
         """The Trainer's next optimizer step: it sets the scheduled weights and the log steps."""
         self._step = info
 
-    def stage_weights(self, stage: str) -> dict[str, float]:
+    def stage_weights(self, stage: Stage) -> dict[str, float]:
         """The knowledge weights of `stage` at the current step (scheduled in the joint stage).
 
         Outside the Trainer (no `start_step` yet) the joint stage is taken at its step 0.
@@ -308,7 +328,7 @@ class KarmaTask:
             return self.knowledge_config.weights(stage, 0, 1)
         return self.knowledge_config.weights(stage, step.stage_step, step.stage_steps)
 
-    def loss_step(self, batch: KarmaBatch, stage: str) -> LossOutput:
+    def loss_step(self, batch: KarmaBatch, stage: Stage) -> LossOutput:
         """Total loss L = L_act + Σ λ·L_knowledge of the stage ("warmup" has no action term).
 
         The output's `terms` name the additive terms ("action", "generation", ...) for `backward`.
@@ -351,7 +371,7 @@ class KarmaTask:
         if total is None:
             raise ConfigError(
                 f"stage {stage!r} has no objective with a non-zero weight; enable a knowledge "
-                "objective or set train.warmup_stage_steps=0"
+                "objective or set train.semantic_warmup_steps=0"
             )
         parts["loss"] = float(total.detach())
         return LossOutput(loss=total, parts=parts, terms=terms)
@@ -438,9 +458,6 @@ def full_ranking_metrics(
     The same ranking as `karma evaluate` (`karma.eval.ranking.rank_targets`: the target is never
     masked, ties count as expected under random tie-breaking), restricted to what validation needs.
     """
-    from karma.eval.metrics import ranking_metrics
-    from karma.eval.ranking import rank_targets
-
     ranks = rank_targets(user_vectors, item_vectors, targets, exclude=histories)
     metrics = ranking_metrics(ranks, [k])
     return {name: metrics[name] for name in (f"ndcg@{k}", f"hr@{k}", "mrr")}

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from karma.model.encoder import KarmaEncoder
+from karma.objectives.base import Stage
 from karma.objectives.generation import prefixes_at, tokenize_item_texts
 from karma.objectives.knowledge import KnowledgeBatch, KnowledgeConfig, sample_readout_positions
 
@@ -66,7 +67,7 @@ def build_knowledge_batch(
     encoder: KarmaEncoder,
     catalog: KnowledgeCatalog,
     config: KnowledgeConfig,
-    stage: str,
+    stage: Stage,
     histories: list[np.ndarray],
     queries: list[str | None] | None,
     targets: np.ndarray,

@@ -8,14 +8,14 @@ from typing import Any, Protocol
 
 from torch import nn
 
-from karma.objectives.base import LossOutput
+from karma.objectives.base import LossOutput, Stage
 
 
 @dataclass(frozen=True)
 class StepInfo:
     """Where the optimizer step about to be computed sits (given to a task's `start_step`)."""
 
-    stage: str
+    stage: Stage
     """"warmup" or "joint"."""
     stage_step: int
     """0-based index of this optimizer step within its stage."""
@@ -38,7 +38,7 @@ class TrainTask(Protocol):
 
     def num_batches(self, epoch: int) -> int: ...
 
-    def loss_step(self, batch: Any, stage: str) -> LossOutput:
+    def loss_step(self, batch: Any, stage: Stage) -> LossOutput:
         """Forward + loss for one batch in the named stage ("warmup" or "joint")."""
         ...
 

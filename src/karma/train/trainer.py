@@ -9,7 +9,7 @@ autocast, checkpoints, early stopping and logs.
 Optional task hooks (see karma.train.task): `start_step(StepInfo)` before each optimizer step and
 `backward(output, scale)` in place of the plain backward (KARMA's gradient control uses it).
 
-Stages: with `warmup_stage_steps > 0` the stage "warmup" runs that many optimizer steps with its own
+Stages: with `semantic_warmup_steps > 0` the stage "warmup" runs that many optimizer steps with its own
 AdamW state and schedule, then "joint" runs `max_steps`; the task's `loss_step` gets the stage name.
 Validation, the best model and early stopping belong to the joint stage.
 
@@ -41,6 +41,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from karma.errors import ConfigError, KarmaError
+from karma.objectives.base import Stage
 from karma.train.checkpoint import (
     TrainerState,
     latest_checkpoint,
@@ -188,7 +189,7 @@ class Trainer:
             groups, lr=cfg.lr, betas=cfg.betas, fused=self.device.type == "cuda" or None
         )
         return optimizer, warmup_cosine_schedule(
-            optimizer, cfg.warmup_steps, total_steps, cfg.min_lr_ratio
+            optimizer, cfg.lr_warmup_steps, total_steps, cfg.min_lr_ratio
         )
 
     # ----------------------------------------------------------------------------------- train
@@ -197,13 +198,13 @@ class Trainer:
         self._setup()
         self._fit_start = time.monotonic()
         try:
-            stages = [("joint", self.config.max_steps)]
-            if self.config.warmup_stage_steps > 0:
-                stages.insert(0, ("warmup", self.config.warmup_stage_steps))
+            stages: list[tuple[Stage, int]] = [("joint", self.config.max_steps)]
+            if self.config.semantic_warmup_steps > 0:
+                stages.insert(0, ("warmup", self.config.semantic_warmup_steps))
             names = [name for name, _ in stages]
             if self.state.stage not in names:
                 raise ConfigError(
-                    f"train.warmup_stage_steps: the checkpoint is in stage {self.state.stage!r}, "
+                    f"train.semantic_warmup_steps: the checkpoint is in stage {self.state.stage!r}, "
                     "which this config no longer has"
                 )
             for index, (stage, steps) in enumerate(stages):
@@ -227,7 +228,7 @@ class Trainer:
             "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
         }
 
-    def _train_stage(self, stage: str, steps: int) -> None:
+    def _train_stage(self, stage: Stage, steps: int) -> None:
         state = self.state
         resuming = state.stage == stage and self._resumed_training_state is not None
         if not resuming:
@@ -284,7 +285,7 @@ class Trainer:
 
     def _train_epoch(
         self,
-        stage: str,
+        stage: Stage,
         total_steps: int,
         optimizer: Optimizer,
         scheduler: LambdaLR,
@@ -329,7 +330,7 @@ class Trainer:
         state.epoch += 1
         state.batch_index = 0
 
-    def _start_step(self, stage: str, total_steps: int) -> None:
+    def _start_step(self, stage: Stage, total_steps: int) -> None:
         """Tell a task that wants to know (`start_step`) which optimizer step comes next."""
         start_step = getattr(self.task, "start_step", None)
         if start_step is None:
@@ -337,7 +338,7 @@ class Trainer:
         step = self.state.stage_step
         start_step(StepInfo(stage, step, total_steps, (step + 1) % self.config.log_every == 0))
 
-    def _loss_step(self, batch: Any, stage: str, scale: float) -> dict[str, float]:
+    def _loss_step(self, batch: Any, stage: Stage, scale: float) -> dict[str, float]:
         """Forward + backward of one batch; `scale` = 1 / batches in this optimizer step."""
         if self.device.type != "cpu":  # CPU batches are already where they belong
             batch = move_to_device(batch, self.device)
@@ -394,7 +395,7 @@ class Trainer:
 
     def _after_step(
         self,
-        stage: str,
+        stage: Stage,
         step_parts: dict[str, float],
         optimizer: Optimizer,
         scheduler: LambdaLR,

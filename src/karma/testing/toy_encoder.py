@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from karma.serve.protocol import register_encoder
+
 KIND = "toy"
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -145,3 +147,8 @@ def build_from_config(artifact_dir: Path, config: dict[str, Any]) -> nn.Module:
     """Registry builder: an untrained `ToyInterestEncoder` of the exported sizes."""
     del artifact_dir  # the toy encoder has no assets besides its weights
     return ToyInterestEncoder(**config)
+
+
+def register_toy_encoder() -> None:
+    """Make artifacts of kind "toy" loadable (tests call this; production never does)."""
+    register_encoder(KIND, build_from_config)

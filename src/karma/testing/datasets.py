@@ -68,7 +68,7 @@ def write_leave_one_out(
     interactions.to_parquet(root / schema.INTERACTIONS_FILE, index=False)
     manifest = {
         "name": name,
-        "source": "karma.eval.synthetic",
+        "source": "karma.testing.datasets",
         "split_protocol": "leave-one-out",
         "num_items": num_items,
         "num_users": len(sequences),

@@ -1,0 +1,1 @@
+"""One recipe per run kind: karma, sasrec, popularity, frozen (see `karma.runs.base.Recipe`)."""

@@ -1,0 +1,47 @@
+"""`compare_runs` on two run directories whose rankings differ, with values worked out by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from karma.baselines.popularity import PopularityRetriever
+from karma.data.dataset import PreparedDataset
+from karma.experiments.compare import compare_runs
+from karma.runs.layout import finish_run, start_run
+from karma.testing.datasets import write_leave_one_out
+
+NUM_ITEMS = 20
+# Each user: train click, valid click, test click (the target). History = the first two, masked.
+SEQUENCES = [[5, 6, 0], [10, 11, 19], [3, 4, 0], [1, 2, 0]]
+
+
+def popularity_run(run_dir: Path, counts: np.ndarray, data: Path) -> Path:
+    run = start_run(run_dir, "popularity", data)
+    PopularityRetriever(counts).save(run_dir)
+    finish_run(run)
+    return run_dir
+
+
+def test_compare_runs_reports_the_paired_difference(tmp_path: Path) -> None:
+    ds = PreparedDataset(write_leave_one_out(tmp_path / "ds", SEQUENCES, NUM_ITEMS))
+    # a ranks item 0 first (counts 20, 19, ..., 1); b ranks item 19 first (counts 1, ..., 20).
+    a = popularity_run(tmp_path / "a", np.arange(NUM_ITEMS, 0, -1), ds.root)
+    b = popularity_run(tmp_path / "b", np.arange(1, NUM_ITEMS + 1), ds.root)
+    table = compare_runs([a, b], ds, metrics=("hr@10", "ndcg@10"), bootstrap=200)
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    cells_a = [c.strip() for c in rows["a"].split("|")[2:-1]]
+    cells_b = [c.strip() for c in rows["b"].split("|")[2:-1]]
+    # a: targets 0, 0, 0 at rank 1 (hit, NDCG 1); target 19 has 17 unmasked items above: miss.
+    assert cells_a[:2] == ["0.7500", "0.7500"] and cells_a[2:] == ["", ""]
+    # b: target 19 at rank 1; item 0 is last (17 unmasked items above it) for the other three.
+    assert cells_b[:2] == ["0.2500", "0.2500"]
+    # Per-user b - a: -1, +1, -1, -1 -> mean -0.5 on both metrics; the CI stays in [-1, 1].
+    for cell in cells_b[2:]:
+        mean, low, high = (
+            float(x) for x in cell.replace("[", "").replace("]", "").replace(",", "").split()
+        )
+        assert mean == pytest.approx(-0.5)
+        assert -1.0 <= low <= mean <= high <= 1.0 and low < high

@@ -1,0 +1,36 @@
+"""One registry from run kind to recipe; every recipe has the same three entry points."""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+
+import pytest
+
+from karma.errors import KarmaError
+from karma.experiments.grid import RunKind
+from karma.runs import KINDS, RECIPES, load_encoder, recipe_for
+from karma.runs.layout import start_run
+
+
+def test_grid_kinds_are_the_registered_kinds() -> None:
+    assert (
+        set(typing.get_args(RunKind)) == set(KINDS) == {"karma", "sasrec", "popularity", "frozen"}
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_recipe_trains_and_loads(kind: str) -> None:
+    recipe = RECIPES[kind]
+    assert recipe.kind == kind
+    for name in ("train", "load_retriever", "load_encoder", "run_overrides"):
+        assert callable(getattr(recipe, name)), name
+    assert recipe.config_type() is not None  # every config has defaults
+
+
+def test_unknown_kind_and_encoderless_kind_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(KarmaError, match="unknown run kind 'bm25'"):
+        recipe_for("bm25")
+    start_run(tmp_path / "pop", "popularity", tmp_path)
+    with pytest.raises(KarmaError, match="popularity run has no encoder"):
+        load_encoder(tmp_path / "pop")

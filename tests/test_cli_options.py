@@ -1,0 +1,67 @@
+"""CLI options generated from the config dataclasses: every field listed with its docstring."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from pathlib import Path
+
+import pytest
+
+from karma.cli import build_parser
+from karma.config import field_docs, load_config, overrides_from_options
+from karma.serve.config import IndexConfig, ServeConfig
+from karma.train.run_config import RunConfig
+
+TINY = Path(__file__).resolve().parents[1] / "configs" / "debug" / "tiny.yaml"
+
+
+def leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, docstring) of every non-dataclass field of a nested config."""
+    hints, docs, out = typing.get_type_hints(cls), field_docs(cls), []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out += leaf_fields(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            out.append((f"{prefix}{f.name}", docs[f.name]))
+    return out
+
+
+def help_text(command: str) -> str:
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+    return re.sub(r"\s+", " ", sub.format_help())
+
+
+def test_train_help_lists_every_run_config_field_with_its_docstring() -> None:
+    text = help_text("train")
+    fields = leaf_fields(RunConfig)
+    assert len(fields) > 60
+    for key, doc in fields:
+        option = "--output-dir" if key == "output_dir" else f"--{key}"
+        assert option in text, key
+        if key != "output_dir":
+            assert re.sub(r"\s+", " ", doc) in text, key
+
+
+def test_train_options_are_overrides() -> None:
+    args = build_parser().parse_args(
+        ["train", str(TINY), "data.batch_size=3", "--train.max_steps", "7", "--data.mode", "search"]
+    )
+    options = overrides_from_options(args)
+    assert sorted(options) == ["data.mode=search", "train.max_steps=7"]
+    config = load_config(RunConfig, TINY, [*args.overrides, *options])
+    assert (config.train.max_steps, config.data.batch_size, config.data.mode) == (7, 3, "search")
+    with pytest.raises(SystemExit):  # a Literal field only takes its values
+        build_parser().parse_args(["train", str(TINY), "--data.mode", "both"])
+
+
+@pytest.mark.parametrize(("command", "cls"), [("serve", ServeConfig), ("index", IndexConfig)])
+def test_serve_and_index_options_come_from_their_config(command: str, cls: type) -> None:
+    text = help_text(command)
+    for f in dataclasses.fields(cls):
+        assert f"--{f.name.replace('_', '-')}" in text, f.name
+        assert re.sub(r"\s+", " ", field_docs(cls)[f.name]) in text, f.name
+    args = build_parser().parse_args([command, "ARTIFACT"])
+    assert cls(**{name: getattr(args, name) for name in args.config_fields}) == cls()
