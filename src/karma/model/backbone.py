@@ -209,6 +209,13 @@ def tiny_model(config: BackboneConfig, vocab_size: int) -> LlamaForCausalLM:
 
 def load_backbone(config: BackboneConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The causal LM (truncated, tuning applied) and its tokenizer (with a pad token)."""
+    model, tokenizer = load_pretrained(config)
+    prepare_backbone(model, config)
+    return model, tokenizer
+
+
+def load_pretrained(config: BackboneConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The causal LM as loaded (every layer, no tuning applied) and its tokenizer (with a pad token)."""
     dtype = getattr(torch, config.dtype)
     if config.name == "tiny":
         tokenizer: PreTrainedTokenizerBase = tiny_tokenizer()
@@ -227,11 +234,15 @@ def load_backbone(config: BackboneConfig) -> tuple[PreTrainedModel, PreTrainedTo
             ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def prepare_backbone(model: PreTrainedModel, config: BackboneConfig) -> None:
+    """Truncate to `num_layers`, apply the tuning mode and gradient checkpointing, in place."""
     truncate_layers(model, config.num_layers)
     apply_tuning(model, config)
     if config.gradient_checkpointing and config.tuning != "frozen":
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model, tokenizer
 
 
 def unwrap_causal_lm(model: nn.Module) -> nn.Module:

@@ -67,6 +67,16 @@ class EncoderConfig:
     """Size e of the interest and item embeddings used for retrieval."""
     item_text_tokens: int = 16
     """Item text is truncated to this many tokens before mean pooling."""
+    item_text_pooling: Literal["input_embeddings", "backbone"] = "input_embeddings"
+    """What the item token starts from: the mean of the LLM's input embeddings over the item's text
+    tokens (no LLM layer reads the text), or the frozen, untruncated backbone's hidden states over
+    the text, computed once per catalog and cached on disk (see `karma.model.item_text`)."""
+    item_text_layers: int | None = None
+    """With item_text_pooling=backbone: decoder layers the item text passes through (None = all,
+    independent of backbone.num_layers, which cuts only the user-side stack)."""
+    item_text_readout: Literal["mean", "last"] = "mean"
+    """With item_text_pooling=backbone: pool the hidden states over the text tokens (mean), or take
+    the last text token's state (last)."""
     item_text_categories: bool = True
     """Include the item's categories in its text."""
     features: str | None = None
@@ -87,6 +97,10 @@ class EncoderConfig:
             raise ValueError(f"embedding_dim: must be >= 1, got {self.embedding_dim}")
         if self.item_text_tokens < 1:
             raise ValueError(f"item_text_tokens: must be >= 1, got {self.item_text_tokens}")
+        if self.item_text_layers is not None and self.item_text_layers < 1:
+            raise ValueError(
+                f"item_text_layers: must be >= 1 (or null = all), got {self.item_text_layers}"
+            )
         if self.head_lr is not None and self.head_lr <= 0:
             raise ValueError(f"head_lr: must be > 0 (or null), got {self.head_lr}")
 

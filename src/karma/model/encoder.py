@@ -7,7 +7,9 @@
 
 Item texts are tokenized once into a padded (N, L) id matrix; pooling runs through the LLM's own
 input embedding table. When that table is frozen (the default) the pooled (N, d) matrix is computed
-once and kept as a buffer. Sequence layout and readout positions: see `karma.model.sequence`.
+once and kept as a buffer. With `item_text_pooling: backbone` that buffer instead holds the frozen
+backbone's states over each item text (`karma.model.item_text`, computed by `encoder_from_config`).
+Sequence layout and readout positions: see `karma.model.sequence`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from karma.model.config import EncoderConfig
+from karma.errors import KarmaError
+from karma.model import item_text
+from karma.model.config import EncoderConfig, ModelConfig
 from karma.model.sequence import SequenceLayout, layout_batch
 
 POOL_CHUNK = 1024  # items pooled per chunk when building the cache: bounds the (chunk, L, d) tensor
@@ -40,7 +44,10 @@ class KarmaEncoder(nn.Module):
         features: np.ndarray | None = None,
         mode: Literal["rec", "search"] = "rec",
         max_history: int = 50,
+        item_text_states: torch.Tensor | None = None,
     ) -> None:
+        """`item_text_states` (N, d): the precomputed item-text inputs that
+        `item_text_pooling: backbone` needs (`karma.model.item_text.backbone_item_states`)."""
         super().__init__()
         self.config = config
         self.backbone = backbone
@@ -93,7 +100,17 @@ class KarmaEncoder(nn.Module):
         self.item_head = nn.Linear(d, config.embedding_dim)  # W_v
 
         self.embeddings_frozen = not table.requires_grad
-        if self.embeddings_frozen:
+        if config.item_text_pooling == "backbone":
+            if item_text_states is None or tuple(item_text_states.shape) != (self.num_items, d):
+                got = None if item_text_states is None else tuple(item_text_states.shape)
+                raise ValueError(
+                    f"item_text_pooling=backbone needs item_text_states of shape "
+                    f"({self.num_items}, {d}), got {got}; build the encoder with encoder_from_config"
+                )
+            self.register_buffer(
+                "pooled_item_text", item_text_states.detach().float().clone(), persistent=False
+            )
+        elif self.embeddings_frozen:
             self.register_buffer(
                 "pooled_item_text", self._pool_text(torch.arange(self.num_items)), persistent=False
             )
@@ -103,21 +120,11 @@ class KarmaEncoder(nn.Module):
     # ----- text -----------------------------------------------------------------------------
 
     def _tokenize(self, texts: list[str], max_tokens: int) -> list[list[int]]:
-        encoded = self.tokenizer(
-            texts, add_special_tokens=False, truncation=True, max_length=max_tokens
-        )
-        return [list(ids) for ids in encoded["input_ids"]]
+        return item_text.tokenize(self.tokenizer, texts, max_tokens)
 
     def _item_text_matrix(self, item_texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded (N, L) token ids and (N, L) mask of the truncated item texts."""
-        rows = self._tokenize(item_texts, self.config.item_text_tokens)
-        width = max(1, max((len(r) for r in rows), default=1))
-        ids = torch.zeros(len(rows), width, dtype=torch.int64)
-        mask = torch.zeros(len(rows), width, dtype=torch.float32)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.int64)
-            mask[i, : len(row)] = 1.0
-        return ids, mask
+        return item_text.item_text_matrix(self.tokenizer, item_texts, self.config.item_text_tokens)
 
     def embed_text_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
         """(...,) token ids -> (..., d) LLM input embeddings."""
@@ -136,6 +143,58 @@ class KarmaEncoder(nn.Module):
                 )
         return torch.cat(out) if out else torch.zeros(0, self.hidden_size)
 
+    def item_input_tables(self) -> dict[str, torch.Tensor]:
+        """The per-item inputs beyond the text that x_i needs: features, backbone item states."""
+        tables = {}
+        if self.item_features is not None:
+            tables["item_features"] = self.item_features
+        if self.config.item_text_pooling == "backbone":
+            tables["item_text_states"] = self.pooled_item_text
+        return {k: v.detach().float().cpu().contiguous() for k, v in tables.items()}
+
+    def append_items(self, texts: list[str], features: np.ndarray | None = None) -> None:
+        """Append items to the catalog from their text (+ their feature rows, when the model has
+        features): both towers then treat them like trained items, without retraining."""
+        if self.item_id_embedding is not None:
+            raise KarmaError(
+                "this model has per-item ID embeddings, which new items do not have; "
+                "items can be added only to models without model.encoder.item_id_embedding"
+            )
+        if self.config.item_text_pooling == "backbone":
+            raise KarmaError(
+                "this model reads item text with the full frozen backbone "
+                "(model.encoder.item_text_pooling=backbone), which a serving artifact does not "
+                "carry; new items cannot be encoded from their text alone"
+            )
+        if self.item_features is not None:
+            width = self.item_features.shape[1]
+            if features is None or features.shape != (len(texts), width):
+                got = None if features is None else features.shape
+                raise KarmaError(
+                    f"this model needs a ({len(texts)}, {width}) feature matrix for the new items "
+                    f"(model.encoder.features), got {got}"
+                )
+        ids, mask = self._item_text_matrix(texts)  # (M, L')
+        device = self.item_text_ids.device
+        width = max(ids.shape[1], self.item_text_ids.shape[1])
+
+        def widen(matrix: torch.Tensor) -> torch.Tensor:
+            return F.pad(matrix, (0, width - matrix.shape[1])).to(device)
+
+        self.item_text_ids = torch.cat([widen(self.item_text_ids), widen(ids)])
+        self.item_text_mask = torch.cat([widen(self.item_text_mask), widen(mask)])
+        start = self.num_items
+        self.num_items += len(texts)
+        if self.item_features is not None:
+            rows = torch.as_tensor(features, dtype=self.item_features.dtype, device=device)
+            self.item_features = torch.cat([self.item_features, rows])
+        if self.pooled_item_text is not None:
+            with torch.no_grad():
+                new_index = torch.arange(start, self.num_items, device=device)
+                self.pooled_item_text = torch.cat(
+                    [self.pooled_item_text, self._pool_text(new_index).to(self.pooled_item_text)]
+                )
+
     # ----- items ----------------------------------------------------------------------------
 
     def refresh_item_cache(self) -> None:
@@ -143,10 +202,17 @@ class KarmaEncoder(nn.Module):
 
         Call after loading trained weights: the cache was pooled from the table the encoder was
         built with, which a checkpoint may replace (a random `tiny` backbone, a tuned table).
+        Backbone item-text states (`item_text_pooling: backbone`) are inputs computed by the
+        frozen full backbone, not by this table: they are kept as they are.
         """
-        if self.pooled_item_text is not None:
+        if (
+            self.config.item_text_pooling == "input_embeddings"
+            and self.pooled_item_text is not None
+        ):
             with torch.no_grad():
-                self.pooled_item_text = self._pool_text(torch.arange(self.num_items))
+                self.pooled_item_text = self._pool_text(
+                    torch.arange(self.num_items, device=self.item_text_ids.device)
+                )
 
     def item_tokens(self, item_idx: torch.Tensor) -> torch.Tensor:
         """(...,) item indices -> (..., d) continuous item tokens x_i (float32)."""
@@ -268,3 +334,35 @@ class KarmaEncoder(nn.Module):
             modules.append(self.item_id_embedding)
         extra = [self.interest_token] if self.interest_token is not None else []
         return extra + [p for m in modules for p in m.parameters()]
+
+
+def encoder_from_config(
+    config: ModelConfig,
+    item_texts: list[str],
+    features: np.ndarray | None = None,
+    mode: Literal["rec", "search"] = "rec",
+    max_history: int = 50,
+) -> KarmaEncoder:
+    """Load the backbone and build the encoder over `item_texts` (seed torch first for `tiny`).
+
+    With `item_text_pooling: backbone` the untruncated, untuned backbone reads the item texts once
+    (or the disk cache answers) before `backbone.num_layers` and the tuning mode are applied; the
+    random-number stream is the same either way, so the heads start from the same values.
+    """
+    from karma.model.backbone import load_pretrained, prepare_backbone
+
+    backbone, tokenizer = load_pretrained(config.backbone)
+    states = None
+    if config.encoder.item_text_pooling == "backbone":
+        states = item_text.backbone_item_states(backbone, tokenizer, item_texts, config.encoder)
+    prepare_backbone(backbone, config.backbone)
+    return KarmaEncoder(
+        config.encoder,
+        backbone,
+        tokenizer,
+        item_texts,
+        features=features,
+        mode=mode,
+        max_history=max_history,
+        item_text_states=states,
+    )

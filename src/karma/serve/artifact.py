@@ -8,6 +8,9 @@ An artifact is a directory (safetensors only, never pickle):
     tokenizer/                     the backbone's tokenizer (absent for the toy encoder)
     item_embeddings.safetensors    "item_embeddings" (N, e) float32, L2-normalized; row = item index
     items.parquet                  item_id, title, categories, ... and `text` (what the item tower read)
+    item_inputs.safetensors        per-item inputs beyond the text, rows aligned with items.parquet
+                                   (only for models that need them): "item_features" (N, f) frozen
+                                   features, "item_text_states" (N, d) backbone item-text states
     index/{flat,ivf,hnsw}.faiss    FAISS indexes built by `karma index` (flat is built on load)
 """
 
@@ -37,6 +40,7 @@ ENCODER_WEIGHTS_FILE = "encoder.safetensors"
 ITEM_EMBEDDINGS_FILE = "item_embeddings.safetensors"
 ITEM_EMBEDDINGS_KEY = "item_embeddings"
 ITEMS_FILE = "items.parquet"
+ITEM_INPUTS_FILE = "item_inputs.safetensors"
 TOKENIZER_DIR = "tokenizer"
 
 
@@ -73,6 +77,26 @@ def save_item_table(directory: Path, items: pd.DataFrame, embeddings: np.ndarray
     items.reset_index(drop=True).to_parquet(directory / ITEMS_FILE, index=False)
     matrix = np.ascontiguousarray(embeddings, dtype=np.float32)
     save_numpy({ITEM_EMBEDDINGS_KEY: matrix}, str(directory / ITEM_EMBEDDINGS_FILE))
+
+
+def save_item_inputs(directory: Path, tables: dict[str, Any]) -> str | None:
+    """Write `item_inputs.safetensors` (torch tensors, rows = items); None when there are none."""
+    from safetensors.torch import save_file as save_torch
+
+    path = Path(directory) / ITEM_INPUTS_FILE
+    if not tables:
+        path.unlink(missing_ok=True)
+        return None
+    save_torch({k: v.detach().cpu().contiguous() for k, v in tables.items()}, str(path))
+    return ITEM_INPUTS_FILE
+
+
+def load_item_inputs(directory: Path) -> dict[str, Any]:
+    """The tensors of `item_inputs.safetensors` (empty when the artifact has none)."""
+    from safetensors.torch import load_file as load_torch
+
+    path = Path(directory) / ITEM_INPUTS_FILE
+    return dict(load_torch(str(path))) if path.is_file() else {}
 
 
 class ServingModel:
@@ -272,6 +296,8 @@ def save_catalog(model: ServingModel) -> None:
     previous = load_numpy(str(directory / ITEM_EMBEDDINGS_FILE))[ITEM_EMBEDDINGS_KEY]
     added = model.item_embeddings[len(previous) :]  # (M, e)
     save_item_table(directory, model.items, model.item_embeddings)
+    if hasattr(model.encoder, "save_item_inputs"):  # rows of the new items' features
+        model.encoder.save_item_inputs(directory)
     for kind in model.manifest.get("indexes", {}):
         if not item_index.index_path(directory, kind).is_file():
             continue

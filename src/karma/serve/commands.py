@@ -175,6 +175,12 @@ def cmd_add_items(args: argparse.Namespace) -> int:
     from karma.serve.artifact import load_artifact, save_catalog
 
     model = load_artifact(args.artifact)
+    if model.manifest["encoder"]["kind"] == "karma":  # feature rows for new items, as at training
+        from karma.serve.item_features import new_item_features
+        from karma.serve.karma_encoder import KarmaInterestEncoder
+
+        if isinstance(model.encoder, KarmaInterestEncoder):
+            model.encoder.feature_encoder = new_item_features
     new = read_items_file(args.items)
     indices = model.add_items(new)
     save_catalog(model)

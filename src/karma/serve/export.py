@@ -26,6 +26,7 @@ from karma.errors import KarmaError
 from karma.model.encoder import KarmaEncoder
 from karma.runs import load_encoder, open_run
 from karma.serve import artifact
+from karma.serve.item_features import feature_source
 from karma.serve.karma_encoder import KarmaInterestEncoder
 from karma.serve.protocol import count_parameters, is_train_only_key
 
@@ -144,6 +145,9 @@ def write_artifact(
         },
         "tokenizer": artifact.TOKENIZER_DIR if has_tokenizer else None,
         "items": artifact.ITEMS_FILE,
+        "item_inputs": (
+            artifact.ITEM_INPUTS_FILE if (out / artifact.ITEM_INPUTS_FILE).is_file() else None
+        ),
         "item_embeddings": artifact.ITEM_EMBEDDINGS_FILE,
         "indexes": {},
         "run": provenance,
@@ -166,11 +170,11 @@ def export_run(run_dir: str | Path, out: str | Path, overwrite: bool = False) ->
     encoder = trained.module
     if not isinstance(encoder, KarmaEncoder) or trained.item_texts is None:
         raise KarmaError(f"{run_dir}: the run's encoder is not a KarmaEncoder")
-    if encoder.item_features is not None:
-        raise KarmaError(
-            f"{run_dir}: exporting models with item features (model.encoder.features) is not supported yet"
-        )
-    serving = KarmaInterestEncoder(encoder, trained.item_texts)
+    source = None
+    if name := encoder.config.features:  # how `karma add-items` gets new items' feature rows
+        dataset = trained.dataset
+        source = feature_source(dataset.manifest, name, dataset.item_texts(), trained.item_texts)
+    serving = KarmaInterestEncoder(encoder, trained.item_texts, source)
     return write_artifact(
         serving, trained.dataset.items, trained.item_texts, out, trained.provenance, overwrite
     )

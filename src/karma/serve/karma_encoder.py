@@ -13,7 +13,7 @@ every knowledge-objective head stay out: they live outside `KarmaModel.encoder` 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ from karma.model.encoder import KarmaEncoder
 from karma.serve.fast_decoder import PrefixCachedDecoder
 
 KIND = "karma"
+FeatureEncoder = Callable[[dict[str, Any] | None, list[str]], np.ndarray]
+"""(feature source, new item texts) -> (M, f) feature rows; `karma add-items` installs one."""
 BACKBONE_DIR = "backbone"
 TOKENIZER_DIR = "tokenizer"
 
@@ -36,9 +38,17 @@ class KarmaInterestEncoder(nn.Module):
     """`InterestEncoder` over a `KarmaEncoder` (see the module docstring)."""
 
     kind = KIND
+    feature_encoder: FeatureEncoder | None = None  # set by `karma add-items` (it may import data)
 
-    def __init__(self, encoder: KarmaEncoder, item_texts: list[str]) -> None:
+    def __init__(
+        self,
+        encoder: KarmaEncoder,
+        item_texts: list[str],
+        feature_source: dict[str, Any] | None = None,
+    ) -> None:
+        """`feature_source`: how new items get feature rows (`karma.serve.item_features`)."""
         super().__init__()
+        self.feature_source = feature_source
         if len(item_texts) != encoder.num_items:
             raise ValueError(f"{len(item_texts)} texts for {encoder.num_items} encoder items")
         self.encoder = encoder
@@ -64,13 +74,21 @@ class KarmaInterestEncoder(nn.Module):
             "encoder": to_dict(self.encoder.config),
             "mode": self.encoder.mode,
             "max_history": self.encoder.max_history,
+            "feature_source": self.feature_source,
         }
 
     def save_assets(self, directory: Path) -> bool:
         """Tokenizer and backbone config.json: what `build_from_config` rebuilds the LLM from."""
         self.encoder.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
         self.encoder.backbone.config.save_pretrained(str(directory / BACKBONE_DIR))
+        self.save_item_inputs(directory)
         return True
+
+    def save_item_inputs(self, directory: Path) -> None:
+        """Features / backbone item-text states, rows = the current catalog (artifact layout)."""
+        from karma.serve.artifact import save_item_inputs
+
+        save_item_inputs(directory, self.encoder.item_input_tables())
 
     def after_load(self) -> None:
         """Recompute the pooled item-text cache from the loaded (not the random) embedding table."""
@@ -90,28 +108,15 @@ class KarmaInterestEncoder(nn.Module):
 
     def _append_items(self, texts: list[str]) -> None:
         enc = self.encoder
-        if enc.item_features is not None or enc.item_id_embedding is not None:
-            raise KarmaError(
-                "this model needs per-item features or ID embeddings, which new items do not have; "
-                "items can be added from text alone only to text-only models"
-            )
-        ids, mask = enc._item_text_matrix(texts)  # (M, L')
-        width = max(ids.shape[1], enc.item_text_ids.shape[1])
-        old_ids = nn.functional.pad(enc.item_text_ids, (0, width - enc.item_text_ids.shape[1]))
-        old_mask = nn.functional.pad(enc.item_text_mask, (0, width - enc.item_text_mask.shape[1]))
-        device = old_ids.device
-        enc.item_text_ids = torch.cat(
-            [old_ids, nn.functional.pad(ids, (0, width - ids.shape[1])).to(device)]
-        )
-        enc.item_text_mask = torch.cat(
-            [old_mask, nn.functional.pad(mask, (0, width - mask.shape[1])).to(device)]
-        )
+        features = None
+        if enc.item_features is not None:
+            if self.feature_encoder is None:
+                raise KarmaError(
+                    "this model needs item features for new items; add them with `karma add-items`"
+                )
+            features = self.feature_encoder(self.feature_source, texts)
         start = enc.num_items
-        enc.num_items += len(texts)
-        new_index = torch.arange(start, enc.num_items, device=device)
-        if enc.pooled_item_text is not None:
-            with torch.no_grad():
-                enc.pooled_item_text = torch.cat([enc.pooled_item_text, enc._pool_text(new_index)])
+        enc.append_items(texts, features)
         for offset, text in enumerate(texts):
             self._index_of[text] = start + offset
 
@@ -152,12 +157,21 @@ def build_from_config(artifact_dir: Path, config: dict[str, Any]) -> nn.Module:
         .astype(str)
         .tolist()
     )
-    encoder = KarmaEncoder(
-        from_dict(EncoderConfig, config["encoder"]),
-        backbone,
-        tokenizer,
-        texts,
-        mode=config["mode"],
-        max_history=config["max_history"],
-    )
-    return KarmaInterestEncoder(encoder, texts)
+    from karma.serve.artifact import load_item_inputs
+
+    inputs = load_item_inputs(artifact_dir)
+    features = inputs.get("item_features")
+    try:
+        encoder = KarmaEncoder(
+            from_dict(EncoderConfig, config["encoder"]),
+            backbone,
+            tokenizer,
+            texts,
+            features=features.numpy() if features is not None else None,
+            mode=config["mode"],
+            max_history=config["max_history"],
+            item_text_states=inputs.get("item_text_states"),
+        )
+    except ValueError as exc:  # item inputs missing or not aligned with items.parquet
+        raise KarmaError(f"{artifact_dir}: {exc}") from None
+    return KarmaInterestEncoder(encoder, texts, config.get("feature_source"))

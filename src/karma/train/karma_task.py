@@ -26,9 +26,8 @@ from karma.data.dataset import Examples, PreparedDataset
 from karma.errors import ConfigError
 from karma.eval.metrics import ranking_metrics
 from karma.eval.ranking import rank_targets
-from karma.model.backbone import load_backbone
 from karma.model.config import ModelConfig
-from karma.model.encoder import KarmaEncoder
+from karma.model.encoder import KarmaEncoder, encoder_from_config
 from karma.objectives.action import ActionConfig, ActionLoss
 from karma.objectives.base import STAGES, LossOutput, Stage
 from karma.objectives.knowledge import (
@@ -92,11 +91,8 @@ def build_encoder(
     """
     features = dataset.features(model.encoder.features)[1] if model.encoder.features else None
     torch.manual_seed(seed)
-    backbone, tokenizer = load_backbone(model.backbone)
-    return KarmaEncoder(
-        model.encoder,
-        backbone,
-        tokenizer,
+    return encoder_from_config(
+        model,
         dataset.item_texts(with_categories=model.encoder.item_text_categories),
         features=features,
         mode=data.mode,
