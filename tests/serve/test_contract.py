@@ -167,7 +167,13 @@ def live_service(movie_artifact: Path) -> Iterator[str]:
     """`karma serve` on 127.0.0.1 with the key from KARMA_API_KEY; yields the base URL."""
     port = free_port()
     env = {**os.environ, "KARMA_API_KEY": KEY, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "karma", "serve", str(movie_artifact), "--port", str(port)]
+    # The artifact is of the test-only "toy" kind: register it in the server process, then run
+    # exactly what `karma serve` runs.
+    launch = (
+        "import sys; from karma.testing.toy_encoder import register_toy_encoder; "
+        "register_toy_encoder(); from karma.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    command = [sys.executable, "-c", launch, "serve", str(movie_artifact), "--port", str(port)]
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
