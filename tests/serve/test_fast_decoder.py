@@ -10,7 +10,7 @@ from karma.model.backbone import load_backbone
 from karma.model.config import BackboneConfig, EncoderConfig
 from karma.model.encoder import KarmaEncoder
 from karma.serve import fast_decoder
-from karma.serve.fast_decoder import PrefixCachedDecoder
+from karma.serve.fast_decoder import PackedLinear, PrefixCachedDecoder
 
 TEXTS = [f"movie {i} | {g}" for i, g in enumerate(["drama", "comedy", "space", "crime"] * 5)]
 
@@ -80,3 +80,39 @@ def test_quantize_needs_a_karma_llama_artifact(artifact_dir) -> None:  # type: i
 
     with pytest.raises(KarmaError, match="--quantize int8: supported only"):
         load_artifact(artifact_dir, quantize="int8")  # a toy-encoder artifact
+
+
+@pytest.mark.skipif(
+    not PackedLinear.available(torch.nn.Linear(2, 2)), reason="this torch build has no oneDNN"
+)
+@pytest.mark.parametrize("bias", [True, False])
+def test_packed_linear_equals_the_plain_linear(bias: bool) -> None:
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(48, 80, bias=bias)
+    packed = PackedLinear.wrap(linear)
+    assert isinstance(packed, PackedLinear)
+    with torch.inference_mode():
+        for shape in [(1, 48), (1, 1, 48), (1, 20, 48), (50, 20, 48), (3, 7, 48)]:
+            x = torch.randn(*shape)
+            torch.testing.assert_close(packed(x), linear(x), atol=1e-5, rtol=1e-5)
+
+
+def test_packed_linear_keeps_layers_it_cannot_run() -> None:
+    half = torch.nn.Linear(8, 8).to(torch.bfloat16)
+    assert PackedLinear.wrap(half) is half
+    other = torch.nn.Identity()
+    assert PackedLinear.wrap(other) is other
+
+
+@pytest.mark.parametrize("length", [1, 2, 5, 12, 30])
+def test_readout_pass_equals_the_full_pass_at_every_history_length(length: int) -> None:
+    encoder = tiny_karma("rec", "Movies the user watched:")
+    fast = PrefixCachedDecoder(encoder)
+    if PackedLinear.available(torch.nn.Linear(2, 2)):  # the packed oneDNN layers really run
+        assert all(isinstance(m, PackedLinear) for m in [*fast.qkv, *fast.down_proj, fast.last_q])
+    history = np.random.default_rng(length).integers(0, len(TEXTS), length)  # 30 > max_history
+    with torch.inference_mode():
+        layout = encoder.layout([history], [None])
+        expected = encoder.readout(layout, encoder.hidden_states(layout))
+        got = fast.readout_hidden(layout)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

@@ -8,7 +8,10 @@ instruction tokens. `PrefixCachedDecoder` does the same maths with less work:
   not depend on what follows) and reused for every request: only the user's own positions run;
 - the last layer runs its queries, attention output, MLP and final norm at the readout position
   only (the other positions' last-layer outputs are never read);
-- q/k/v and gate/up projections are fused into one matrix product each.
+- q/k/v and gate/up projections are fused into one matrix product each; on CPUs with oneDNN the
+  fp32 weights are also reordered once into oneDNN's blocked layout (`PackedLinear`): the products
+  are the same fp32 sums (summed in another order), ~30 % faster for the small row counts of one
+  request than the default sgemm path, which re-packs the weight on every call.
 
 Same weights, same operations, so the interest embedding equals the full pass up to float
 rounding (`tests/serve/test_fast_decoder.py` checks it on a random Llama). Used for decoders whose
@@ -48,10 +51,21 @@ class PrefixCachedDecoder:
         self.gate_up = [_fuse(y.mlp.gate_proj, y.mlp.up_proj) for y in self.layers]
         self.o_proj: list[nn.Module] = [y.self_attn.o_proj for y in self.layers]
         self.down_proj: list[nn.Module] = [y.mlp.down_proj for y in self.layers]
+        # The last layer needs queries at the readout position only, keys/values everywhere.
+        last = self.layers[-1].self_attn
+        self.last_q: nn.Module = last.q_proj
+        self.last_kv: nn.Module = _fuse(last.k_proj, last.v_proj)
+        self._pack()
         self.quantized = False
         self.prefix_len = len(encoder.instruction_ids)
         self._rope(max(ROPE_TABLE, 2 * self.prefix_len))
         self.prefix_kv = self._prefix_kv()
+
+    def _pack(self) -> None:
+        """Wrap every fp32 linear of the pass in a `PackedLinear` when oneDNN can run it."""
+        for name in ("qkv", "gate_up", "o_proj", "down_proj"):
+            setattr(self, name, [PackedLinear.wrap(m) for m in getattr(self, name)])
+        self.last_q, self.last_kv = PackedLinear.wrap(self.last_q), PackedLinear.wrap(self.last_kv)
 
     @staticmethod
     def supports(encoder: nn.Module) -> bool:
@@ -123,8 +137,13 @@ class PrefixCachedDecoder:
         b, s, _ = x.shape
         h = layer.input_layernorm(x)
         q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        qkv = self.qkv[i](h)  # (B, S, q + 2 kv)
-        q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
+        if full:
+            qkv = self.qkv[i](h)  # (B, S, q + 2 kv)
+            q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
+        else:  # queries at the readout rows only (below), keys and values at every position
+            assert readout is not None
+            q = h  # projected once the readout rows are picked
+            k, v = self.last_kv(h).split([kv_size, kv_size], dim=-1)
         cos, sin = self.cos[start : start + s], self.sin[start : start + s]  # (S, hd)
         k = self._rotate(self._split_heads(k, self.num_kv_heads), cos, sin)
         v = self._split_heads(v, self.num_kv_heads)
@@ -140,7 +159,7 @@ class PrefixCachedDecoder:
         else:
             assert readout is not None
             rows = torch.arange(b, device=x.device)
-            q = q[rows, readout][:, None]  # (B, 1, q)
+            q = self.last_q(q[rows, readout][:, None])  # (B, 1, q)
             q = self._rotate(
                 self._split_heads(q, self.num_heads),
                 cos[readout][:, None, None],
@@ -180,10 +199,11 @@ class PrefixCachedDecoder:
                 warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
                 return quantize_dynamic(nn.Sequential(module), {nn.Linear}, dtype=torch.qint8)
 
-        self.qkv = [q(m) for m in self.qkv]  # type: ignore[misc]
-        self.gate_up = [q(m) for m in self.gate_up]  # type: ignore[misc]
-        self.o_proj = [q(m) for m in self.o_proj]
-        self.down_proj = [q(m) for m in self.down_proj]
+        self.qkv = [q(_linear(m)) for m in self.qkv]
+        self.gate_up = [q(_linear(m)) for m in self.gate_up]
+        self.o_proj = [q(_linear(m)) for m in self.o_proj]
+        self.down_proj = [q(_linear(m)) for m in self.down_proj]
+        self.last_q, self.last_kv = q(_linear(self.last_q)), q(_linear(self.last_kv))
         self.quantized = True
 
     @torch.inference_mode()
@@ -201,6 +221,55 @@ class PrefixCachedDecoder:
                 i, layer, x, p, self.prefix_kv[i], readout if i == last else None, full=i < last
             )
         return self.decoder.norm(x[:, 0]).float()  # (B, d)
+
+
+class PackedLinear(nn.Module):
+    """An fp32 `nn.Linear` whose weight is reordered once into oneDNN's blocked layout.
+
+    `torch.nn.functional.linear` on CPU hands the (out, in) weight to sgemm, which packs it into its
+    own blocks on every call; for a request's few rows that packing is a large share of the work.
+    Here the weight is packed once, at load (`torch.ops.mkldnn._reorder_linear_weight`, what
+    inductor's weight freezing uses), and each call runs oneDNN's inner product on it. Same fp32
+    products and sums, in another order: results agree with `F.linear` to float rounding.
+    """
+
+    ROWS_HINT = 32  # oneDNN picks its blocking for about this many input rows; any count works
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.linear = linear  # kept: int8 quantization and fallbacks start from the plain layer
+        weight = linear.weight.detach()
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, self.ROWS_HINT)
+        self.bias = None if linear.bias is None else linear.bias.detach()
+
+    @staticmethod
+    def available(linear: nn.Module) -> bool:
+        return (
+            isinstance(linear, nn.Linear)
+            and linear.weight.dtype == torch.float32
+            and linear.weight.device.type == "cpu"
+            and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+        )
+
+    @classmethod
+    def wrap(cls, linear: nn.Module) -> nn.Module:
+        """`PackedLinear(linear)` where oneDNN can run it, else `linear` unchanged."""
+        if not cls.available(linear):
+            return linear
+        try:
+            return cls(linear)  # type: ignore[arg-type]
+        except RuntimeError:  # a build whose oneDNN cannot pack this weight: keep the plain path
+            return linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+
+def _linear(module: nn.Module) -> nn.Module:
+    """The plain `nn.Linear` behind a `PackedLinear` (or the module itself)."""
+    return module.linear if isinstance(module, PackedLinear) else module
 
 
 def _fuse(*linears: nn.Linear) -> nn.Linear:
