@@ -410,3 +410,10 @@ def test_passed_deadline_pauses_after_the_first_step(tmp_path: Path) -> None:
     assert (result["paused"], result["stopped_early"], result["steps"]) == (True, False, 1)
     assert result["final_metrics"] == {}  # no end-of-run validation: the run is not over
     assert not (tmp_path / "best").exists()
+
+
+def test_pause_refuses_bad_settings(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="pause_after_steps"):
+        Trainer(FAST, ToyTask(), tmp_path, pause_after_steps=0)
+    with pytest.raises(ConfigError, match="fsdp run cannot pause"):
+        Trainer(replace(FAST, distributed="fsdp"), ToyTask(), tmp_path, pause_at=0.0)

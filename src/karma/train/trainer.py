@@ -102,6 +102,9 @@ class Trainer:
         `fit` call): pause resumably after the step that reaches either (see the module doc)."""
         if pause_after_steps is not None and pause_after_steps < 1:
             raise ConfigError(f"pause_after_steps: must be >= 1 or None, got {pause_after_steps}")
+        pausing = pause_at is not None or pause_after_steps is not None
+        if pausing and config.distributed == "fsdp":
+            raise ConfigError("train.distributed: an fsdp run cannot pause (it cannot resume yet)")
         self.config = config
         self.task = task
         self.run_dir = Path(run_dir)
@@ -213,7 +216,8 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------- train
     def fit(self) -> dict[str, Any]:
-        """Train every stage to its end (or early stop); return steps, final and best metrics."""
+        """Train every stage to its end (early stop, or pause); return steps, final and best
+        metrics, `stopped_early` and `paused`."""
         self._setup()
         self._fit_start = time.monotonic()
         self._fit_first_step = self.state.step
