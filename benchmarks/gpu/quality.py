@@ -31,8 +31,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -44,41 +42,6 @@ METRICS = ("hr@10", "ndcg@10", "hr@200")
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EVAL_OVERHEAD_S = 90.0  # validations + checkpoints of one run, on top of its steps
 PAUSED = 3  # exit code of a step that stopped at its deadline and resumes on its next call
-
-
-class ChunkPaused(Exception):
-    """Raised inside Trainer.fit once this call's time (or step) allowance is used."""
-
-
-@contextmanager
-def chunk_limit(deadline: float | None, chunk_steps: int | None) -> Iterator[None]:
-    """Make the Trainer stop after the optimizer step that crosses `deadline` (or after
-    `chunk_steps` steps in this call), with a resumable checkpoint of that step written first."""
-    from karma import Trainer
-
-    original = Trainer._after_step
-    first_step: dict[int, int] = {}
-
-    def after_step(
-        self: Any, stage: str, parts: Any, optimizer: Any, scheduler: Any, bar: Any
-    ) -> None:
-        original(self, stage, parts, optimizer, scheduler, bar)
-        start = first_step.setdefault(id(self), self.state.step - 1)
-        if self.state.stopped_early or (
-            stage == "joint" and self.state.stage_step >= self.config.max_steps
-        ):
-            return  # the run ends with this step anyway: let it finish (validate, save)
-        out_of_time = deadline is not None and time.time() >= deadline
-        if out_of_time or (chunk_steps is not None and self.state.step - start >= chunk_steps):
-            if self._last_checkpoint_step != self.state.step:
-                self.save_checkpoint(optimizer, scheduler)
-            raise ChunkPaused(self.state.step)
-
-    Trainer._after_step = after_step  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        Trainer._after_step = original  # type: ignore[method-assign]
 
 
 def state_dir(args: argparse.Namespace) -> Path:
@@ -225,13 +188,13 @@ def step_train(args: argparse.Namespace, name: str) -> dict[str, Any]:
     )
     deadline = None if args.deadline is None else args.deadline - args.reserve_s
     start = time.perf_counter()
-    try:
-        with chunk_limit(deadline, args.chunk_steps):
-            summary = train_run(config, resume=None)
-    except ChunkPaused as paused:
+    # The Trainer pauses after the step that crosses the deadline (or after --chunk-steps steps),
+    # with a resumable checkpoint of that step; the next `train` resumes it (resume=None).
+    summary = train_run(config, resume=None, pause_at=deadline, pause_after_steps=args.chunk_steps)
+    if summary["paused"]:
         status = {
             "status": "paused",
-            "step": int(str(paused)),
+            "step": summary["steps"],
             "chunk_s": time.perf_counter() - start,
         }
         print(

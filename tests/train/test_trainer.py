@@ -348,3 +348,72 @@ def test_trainer_calls_the_optional_task_hooks(tmp_path: Path) -> None:
     assert task.scales == [0.5] * 6
     logged = [r for r in read_log(tmp_path) if r["kind"] == "train"]
     assert logged[0]["extra_part"] == 7.0
+
+
+@pytest.mark.parametrize(
+    ("grad_accum", "semantic_warmup_steps", "pause_after"),
+    [(1, 0, 3), (2, 0, 4), (2, 3, 3), (2, 3, 5)],
+)
+def test_pause_then_resume_equals_uninterrupted_run(
+    tmp_path: Path, grad_accum: int, semantic_warmup_steps: int, pause_after: int
+) -> None:
+    # checkpoint_every=4 never falls on the pause step 3 or 5: the pause writes its own checkpoint.
+    config = replace(
+        FAST, grad_accum=grad_accum, semantic_warmup_steps=semantic_warmup_steps, eval_every=3
+    )
+    whole = ToyTask(dropout=0.3)
+    whole_result = Trainer(config, whole, tmp_path / "whole").fit()
+    whole_losses = [r["mse"] for r in read_log(tmp_path / "whole") if r["kind"] == "train"]
+
+    first = ToyTask(dropout=0.3)
+    paused = Trainer(config, first, tmp_path / "split", pause_after_steps=pause_after).fit()
+    assert paused["paused"] is True and paused["stopped_early"] is False
+    assert paused["steps"] == pause_after
+    assert latest_checkpoint(tmp_path / "split").name == f"step_{pause_after:07d}"
+    assert paused["last_checkpoint"] == str(latest_checkpoint(tmp_path / "split"))
+
+    resumed = ToyTask(dropout=0.3, init_seed=1)  # other initial weights: the checkpoint must win
+    result = Trainer(config, resumed, tmp_path / "split", resume=True).fit()
+    assert result["paused"] is False
+    assert result["steps"] == whole_result["steps"] == semantic_warmup_steps + 8
+    assert first.stages + resumed.stages == whole.stages
+    for name, value in params(whole).items():
+        assert torch.equal(params(resumed)[name], value), name
+    split_losses = [r["mse"] for r in read_log(tmp_path / "split") if r["kind"] == "train"]
+    assert split_losses == whole_losses  # bit-identical, step by step
+    assert result["best_step"] == whole_result["best_step"]
+
+
+def test_pause_counts_the_steps_of_this_call_and_can_pause_again(tmp_path: Path) -> None:
+    config = replace(FAST, max_steps=8, checkpoint_every=0, eval_every=0)
+    assert Trainer(config, ToyTask(), tmp_path, pause_after_steps=3).fit()["steps"] == 3
+    again = Trainer(config, ToyTask(), tmp_path, resume=True, pause_after_steps=3).fit()
+    assert (again["paused"], again["steps"]) == (True, 6)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000003", "step_0000006"]
+
+
+def test_pause_never_triggers_at_the_last_step(tmp_path: Path) -> None:
+    # a deadline already passed: every step is due, yet the run's last step ends it normally
+    config = replace(FAST, max_steps=1, eval_every=0, checkpoint_every=0)
+    result = Trainer(config, ToyTask(), tmp_path, pause_at=0.0).fit()
+    assert (result["paused"], result["steps"]) == (False, 1)
+    assert result["final_metrics"]  # the end-of-run validation ran
+    result = Trainer(
+        replace(config, max_steps=4), ToyTask(), tmp_path / "b", pause_after_steps=4
+    ).fit()
+    assert (result["paused"], result["steps"]) == (False, 4)
+
+
+def test_passed_deadline_pauses_after_the_first_step(tmp_path: Path) -> None:
+    config = replace(FAST, max_steps=8, eval_every=0)
+    result = Trainer(config, ToyTask(), tmp_path, pause_at=0.0).fit()
+    assert (result["paused"], result["stopped_early"], result["steps"]) == (True, False, 1)
+    assert result["final_metrics"] == {}  # no end-of-run validation: the run is not over
+    assert not (tmp_path / "best").exists()
+
+
+def test_pause_refuses_bad_settings(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="pause_after_steps"):
+        Trainer(FAST, ToyTask(), tmp_path, pause_after_steps=0)
+    with pytest.raises(ConfigError, match="fsdp run cannot pause"):
+        Trainer(replace(FAST, distributed="fsdp"), ToyTask(), tmp_path, pause_at=0.0)

@@ -44,10 +44,19 @@ def load_encoder(run: str | Path | Run, data: str | Path | None = None) -> Train
     return recipe_for(run.kind).load_encoder(run, Path(data) if data is not None else None)
 
 
-def train_run(config: RunConfig, resume: bool | None = None) -> dict[str, Any]:
+def train_run(
+    config: RunConfig,
+    resume: bool | None = None,
+    pause_at: float | None = None,
+    pause_after_steps: int | None = None,
+) -> dict[str, Any]:
     """Train a KARMA `RunConfig` into `config.output_dir`; return the trainer's summary.
 
     `resume=None` resumes when the run directory already has checkpoints (so an interrupted grid
-    or demo continues where it stopped) and starts fresh otherwise.
+    or demo continues where it stopped) and starts fresh otherwise. `pause_at` (a `time.time()`
+    deadline) / `pause_after_steps` (steps of this call) pause the run resumably after the step
+    that reaches them: the summary then has `paused: True` and run.json stays `status: training`.
     """
-    return RECIPES["karma"].train(config, resume=resume)
+    return KarmaRecipe().train(
+        config, resume=resume, pause_at=pause_at, pause_after_steps=pause_after_steps
+    )

@@ -1,4 +1,4 @@
-"""`karma train CONFIG [key=value ...] [--section.field VALUE ...] [--resume]`.
+"""`karma train CONFIG [key=value ...] [--section.field VALUE ...] [--resume] [--pause-after-minutes M]`.
 
 Every field of `RunConfig` is an option, generated from the config dataclasses (their docstrings
 are the help text), and also a positional `section.field=value` override; both are applied on top
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 from karma.config import add_override_options, defer_options, overrides_from_options
+from karma.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +30,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--output-dir", type=Path, default=None, help="run directory (overrides output_dir)"
+    )
+    parser.add_argument(
+        "--pause-after-minutes",
+        type=float,
+        default=None,
+        metavar="M",
+        help="wall-clock allowance of this process: after the step that crosses it, write a "
+        "checkpoint and exit 0 unfinished; the same command with --resume continues exactly "
+        "(unlike train.time_budget_minutes, which ends the run)",
     )
     defer_options(parser, _add_run_config_options)
 
@@ -48,7 +59,14 @@ def train_command(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + overrides_from_options(args)
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
+    minutes = args.pause_after_minutes
+    if minutes is not None and not minutes > 0:
+        raise ConfigError(f"--pause-after-minutes: must be > 0, got {minutes}")
+    pause_at = None if minutes is None else time.time() + 60 * minutes  # from the process start
     config = load_config(RunConfig, args.config, overrides)
-    result = train_run(config, resume=args.resume)
+    result = train_run(config, resume=args.resume, pause_at=pause_at)
+    if result["paused"]:
+        print(f"paused at step {result['steps']}; run the same command with --resume to continue")
+        return 0
     print(json.dumps(result, indent=2, default=str))
     return 0

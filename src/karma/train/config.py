@@ -35,7 +35,9 @@ class TrainConfig:
     """passes over the training batches per stage; null = no limit (max_steps decides)"""
     time_budget_minutes: float | None = None
     """wall-clock budget for the whole fit; the joint stage stops after the step that crosses it
-    (then validates and saves as at a normal end); null = no budget"""
+    (then validates and saves as at a normal end: the run is finished, not resumable); null = no
+    budget. To stop for now and continue later, pause instead (the pause option of karma train,
+    pause_at of Trainer)"""
     semantic_warmup_steps: int = 0
     """optimizer steps of the semantic warm-up stage ("warmup": knowledge objectives only, no action
     loss) before the joint stage; 0 = skip it"""

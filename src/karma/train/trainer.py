@@ -17,6 +17,12 @@ Multi-process (`distributed: ddp`, started with `accelerate launch`): each proce
 world-th batch and gradients are averaged by an all-reduce before each optimizer step, so the task
 may keep calling its own (unwrapped) model and submodules. `fsdp` shards the model with accelerate's
 FSDP plugin; then the task must call its model's root forward, and resuming is not supported yet.
+
+Pausing (`pause_at`, a `time.time()` deadline, and/or `pause_after_steps` of this `fit` call): after
+the optimizer step that crosses it, unless the run ends with that step anyway, the trainer writes a
+checkpoint of that step and returns with `paused: True`; `Trainer(..., resume=True).fit()` then
+continues exactly as if never stopped. Unlike `train.time_budget_minutes` (which ends the run:
+validates, `stopped_early`), a pause leaves the run unfinished.
 """
 
 from __future__ import annotations
@@ -84,12 +90,28 @@ class Trainer:
     """Trains `task.model` with `config`, writing logs and checkpoints under `run_dir`."""
 
     def __init__(
-        self, config: TrainConfig, task: TrainTask, run_dir: Path, resume: bool = False
+        self,
+        config: TrainConfig,
+        task: TrainTask,
+        run_dir: Path,
+        resume: bool = False,
+        pause_at: float | None = None,
+        pause_after_steps: int | None = None,
     ) -> None:
+        """`pause_at` (a `time.time()` deadline) / `pause_after_steps` (optimizer steps of this
+        `fit` call): pause resumably after the step that reaches either (see the module doc)."""
+        if pause_after_steps is not None and pause_after_steps < 1:
+            raise ConfigError(f"pause_after_steps: must be >= 1 or None, got {pause_after_steps}")
+        pausing = pause_at is not None or pause_after_steps is not None
+        if pausing and config.distributed == "fsdp":
+            raise ConfigError("train.distributed: an fsdp run cannot pause (it cannot resume yet)")
         self.config = config
         self.task = task
         self.run_dir = Path(run_dir)
         self.resume = resume
+        self.pause_at = pause_at
+        self.pause_after_steps = pause_after_steps
+        self.paused = False
         self.state = TrainerState()
         self.final_metrics: dict[str, float] = {}
         self.last_checkpoint: Path | None = None
@@ -194,9 +216,11 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------- train
     def fit(self) -> dict[str, Any]:
-        """Train every stage to its end (or early stop); return steps, final and best metrics."""
+        """Train every stage to its end (early stop, or pause); return steps, final and best
+        metrics, `stopped_early` and `paused`."""
         self._setup()
         self._fit_start = time.monotonic()
+        self._fit_first_step = self.state.step
         try:
             stages: list[tuple[Stage, int]] = [("joint", self.config.max_steps)]
             if self.config.semantic_warmup_steps > 0:
@@ -211,7 +235,7 @@ class Trainer:
                 if names.index(self.state.stage) > index and self.state.step > 0:
                     continue  # finished before the checkpoint we resumed from
                 self._train_stage(stage, steps)
-                if self.state.stopped_early:
+                if self.state.stopped_early or self.paused:
                     break
         finally:
             self.log.close()
@@ -220,6 +244,7 @@ class Trainer:
             "steps": self.state.step,
             "epochs_started": self.state.epoch + 1,
             "stopped_early": self.state.stopped_early,
+            "paused": self.paused,
             "final_metrics": self.final_metrics,
             "metric": self.config.early_stopping_metric,
             "best_metric": self.state.best_metric,
@@ -253,9 +278,11 @@ class Trainer:
             disable=not (self.config.progress_bar and self.is_main),
         )
         self._meter = LossMeter()
-        while state.stage_step < total_steps and not state.stopped_early:
+        while state.stage_step < total_steps and not (state.stopped_early or self.paused):
             self._train_epoch(stage, total_steps, optimizer, scheduler, bar)
         bar.close()
+        if self.paused:
+            return  # its checkpoint is written; validation and the stage end come after resuming
         if stage == "joint" and self._last_eval_step != state.step:
             self.evaluate()
         if self._last_checkpoint_step != state.step:
@@ -321,12 +348,16 @@ class Trainer:
             if grad_norm is not None:
                 step_parts["grad_norm"] = grad_norm
             self._after_step(stage, step_parts, optimizer, scheduler, bar)
+            self._maybe_pause(stage, total_steps, optimizer, scheduler)
             step_parts, in_group = {}, 0
-            if state.stage_step >= total_steps or state.stopped_early:
+            if state.stage_step >= total_steps or state.stopped_early or self.paused:
                 return
         if in_group > 0:  # the task yielded fewer batches than num_batches() promised
             self._optimizer_step(optimizer, scheduler)
             self._after_step(stage, step_parts, optimizer, scheduler, bar)
+            self._maybe_pause(stage, total_steps, optimizer, scheduler)
+            if self.paused:
+                return  # resuming finishes this epoch's bookkeeping (no batches left in it)
         state.epoch += 1
         state.batch_index = 0
 
@@ -420,6 +451,31 @@ class Trainer:
             state.stopped_early = True
         if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
             self.save_checkpoint(optimizer, scheduler)
+
+    def _maybe_pause(
+        self, stage: Stage, total_steps: int, optimizer: Optimizer, scheduler: LambdaLR
+    ) -> None:
+        """Pause (checkpoint this step, stop) once `pause_at` / `pause_after_steps` is reached,
+        unless the run ends with this step anyway (then it finishes as usual)."""
+        if self.pause_at is None and self.pause_after_steps is None:
+            return
+        state = self.state
+        if state.stopped_early or (stage == "joint" and state.stage_step >= total_steps):
+            return
+        due = self.pause_after_steps is not None and (
+            state.step - self._fit_first_step >= self.pause_after_steps
+        )
+        due = due or (self.pause_at is not None and time.time() >= self.pause_at)
+        if self.accelerator is not None:  # clocks differ: every process follows the main one
+            from accelerate.utils import broadcast_object_list
+
+            due = bool(broadcast_object_list([due])[0])
+        if not due:
+            return
+        if self._last_checkpoint_step != state.step:
+            self.save_checkpoint(optimizer, scheduler)
+        self.paused = True
+        logger.info("paused at step %d (checkpoint %s)", state.step, self.last_checkpoint)
 
     # -------------------------------------------------------------------------------- evaluate
     def evaluate(self) -> dict[str, float]:

@@ -40,8 +40,14 @@ class KarmaRecipe:
         data: Path | None = None,
         resume: bool | None = None,
         progress: bool = True,
+        pause_at: float | None = None,
+        pause_after_steps: int | None = None,
     ) -> dict[str, Any]:
-        """Train `config` (into `run_dir` / on `data` when given, else the config's own)."""
+        """Train `config` (into `run_dir` / on `data` when given, else the config's own).
+
+        `pause_at` / `pause_after_steps`: pause resumably (see `Trainer`); a paused run keeps
+        `status: training` in run.json and its summary has `paused: True`.
+        """
         if run_dir is not None:
             config.output_dir = Path(run_dir)
         if data is not None:
@@ -58,8 +64,17 @@ class KarmaRecipe:
                 torch.set_num_threads(config.train.num_threads)  # before the backbone is built
             task = build_task(config)
             run = start_run(run_dir, KIND, task.dataset.root, config)
-            summary = Trainer(config.train, task, run_dir, resume=resume).fit()
-            finish_run(run, summary.get("best_step"), summary.get("best_metric"))
+            trainer = Trainer(
+                config.train,
+                task,
+                run_dir,
+                resume=resume,
+                pause_at=pause_at,
+                pause_after_steps=pause_after_steps,
+            )
+            summary = trainer.fit()
+            if not summary["paused"]:  # a paused run is not finished: it resumes later
+                finish_run(run, summary.get("best_step"), summary.get("best_metric"))
         return summary
 
     def load_encoder(self, run: Run, data: Path | None = None) -> TrainedEncoder:
