@@ -121,18 +121,24 @@ def start_server(
     if src is not None:
         env["PYTHONPATH"] = str(src.resolve())
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + args.startup_timeout
+    wait_until_ready(server, port, args.startup_timeout)
+    return server, port
+
+
+def wait_until_ready(server: subprocess.Popen, port: int, timeout_s: float) -> None:
+    """Poll /healthz until the server answers 200; raise if it exits or `timeout_s` passes."""
+    deadline = time.time() + timeout_s
     while True:
         if server.poll() is not None:
             raise RuntimeError(f"server exited: {server.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
         try:
             if httpx.get(f"http://{HOST}:{port}/healthz", timeout=2).status_code == 200:
-                return server, port
+                return
         except httpx.HTTPError:
             pass
         if time.time() > deadline:
             server.terminate()
-            raise RuntimeError(f"server on port {port} not ready after {args.startup_timeout} s")
+            raise RuntimeError(f"server on port {port} not ready after {timeout_s} s")
         time.sleep(0.5)
 
 

@@ -21,7 +21,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -55,26 +54,14 @@ def serve_forever(args: argparse.Namespace) -> None:
 def start_server(
     artifact: Path, args: argparse.Namespace, device: str, bench: Any
 ) -> tuple[subprocess.Popen, int]:
-    import httpx
 
     port = bench.free_port()
     command = [sys.executable, __file__, "--serve", str(artifact), "--port", str(port)]
     command += ["--device", device, "--max-batch", str(args.max_batch)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + args.startup_timeout
-    while True:
-        if server.poll() is not None:
-            raise RuntimeError(f"server exited: {server.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-        try:
-            if httpx.get(f"http://{bench.HOST}:{port}/healthz", timeout=2).status_code == 200:
-                return server, port
-        except httpx.HTTPError:
-            pass
-        if time.time() > deadline:
-            server.terminate()
-            raise RuntimeError(f"server not ready after {args.startup_timeout} s")
-        time.sleep(0.5)
+    bench.wait_until_ready(server, port, args.startup_timeout)
+    return server, port
 
 
 def random_run(args: argparse.Namespace, state: Path) -> Path:
