@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from torch import nn
 
 from karma.data.dataset import PreparedDataset
+from karma.errors import KarmaError
 from karma.eval.retriever import Retriever
 from karma.runs.layout import Run
 
@@ -65,3 +66,10 @@ class Recipe(Protocol):
     ) -> list[str]:
         """`key=value` overrides of `config_type` that set these run-wide settings."""
         ...
+
+
+def open_training_data(kind: str, run_dir: Path | None, data: Path | None) -> PreparedDataset:
+    """The dataset a run of `kind` trains on; both a run directory and a dataset are required."""
+    if run_dir is None or data is None:
+        raise KarmaError(f"a {kind} run needs a run directory and a prepared dataset")
+    return PreparedDataset(data)

@@ -8,7 +8,7 @@ from typing import Any
 from karma.baselines.frozen_llm import FrozenConfig, FrozenEmbeddingRetriever
 from karma.data.dataset import PreparedDataset
 from karma.errors import ConfigError, KarmaError
-from karma.runs.base import TrainedEncoder
+from karma.runs.base import TrainedEncoder, open_training_data
 from karma.runs.layout import Run, finish_run, start_run
 from karma.train.lock import RunDirLock
 
@@ -27,9 +27,7 @@ class FrozenRecipe:
         resume: bool | None = None,
         progress: bool = True,
     ) -> dict[str, Any]:
-        if run_dir is None or data is None:
-            raise KarmaError("a frozen run needs a run directory and a prepared dataset")
-        dataset = PreparedDataset(data)
+        dataset = open_training_data(KIND, run_dir, data)
         try:
             retriever = FrozenEmbeddingRetriever.from_features(
                 dataset, config.feature, decay=config.decay, max_history=config.max_history

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from karma.baselines.popularity import COUNTS_FILE, PopularityRetriever
-from karma.data.dataset import PreparedDataset
 from karma.errors import KarmaError
-from karma.runs.base import TrainedEncoder
+from karma.runs.base import TrainedEncoder, open_training_data
 from karma.runs.layout import Run, finish_run, start_run
 from karma.train.lock import RunDirLock
 
@@ -33,9 +32,7 @@ class PopularityRecipe:
         resume: bool | None = None,
         progress: bool = True,
     ) -> dict[str, Any]:
-        if run_dir is None or data is None:
-            raise KarmaError("a popularity run needs a run directory and a prepared dataset")
-        dataset = PreparedDataset(data)
+        dataset = open_training_data(KIND, run_dir, data)
         with RunDirLock(run_dir):
             run = start_run(run_dir, KIND, dataset.root)
             PopularityRetriever.from_dataset(dataset).save(run.path)

@@ -15,7 +15,7 @@ import torch
 from karma.baselines.sasrec import SASRecConfig, SASRecRetriever, SASRecTask
 from karma.data.dataset import PreparedDataset
 from karma.errors import KarmaError
-from karma.runs.base import TrainedEncoder
+from karma.runs.base import TrainedEncoder, open_training_data
 from karma.runs.layout import Run, finish_run, start_run
 from karma.train.checkpoint import latest_checkpoint, load_model_weights
 from karma.train.config import TrainConfig
@@ -65,10 +65,8 @@ class SASRecRecipe:
         progress: bool = True,
     ) -> dict[str, Any]:
         """Train into `run_dir`, keep the best validation weights, save the retriever's files."""
-        if run_dir is None or data is None:
-            raise KarmaError("a sasrec run needs a run directory and a prepared dataset")
-        run_dir = Path(run_dir)
-        dataset = PreparedDataset(data)
+        dataset = open_training_data(KIND, run_dir, data)
+        run_dir = Path(run_dir)  # type: ignore[arg-type]  # checked above
         with RunDirLock(run_dir):  # one training process per run directory
             if resume is None:
                 resume = latest_checkpoint(run_dir) is not None
