@@ -151,3 +151,24 @@ def test_per_run_data_needs_a_baseline_on_the_same_data(tmp_path: Path) -> None:
     grid = load_config(GridConfig, path)
     assert [grid.baseline_of(s) for s in grid.runs] == ["a", "b", "b", "b"]
     assert [str(grid.data_of(s)) for s in grid.runs] == ["d/loo", "d/cold", "d/cold", "d/cold"]
+
+
+def test_select_keeps_the_named_runs_and_their_baselines_in_grid_order(tmp_path: Path) -> None:
+    path = tmp_path / "grid.yaml"
+    path.write_text(
+        "data: d/loo\nbaseline: a\nruns:\n"
+        "  - {name: a, kind: popularity}\n"
+        "  - {name: b, kind: popularity}\n"
+        "  - {name: c, kind: popularity, data: d/cold, baseline: d}\n"
+        "  - {name: d, kind: popularity, data: d/cold, baseline: d}\n"
+        "  - {name: e, kind: popularity, data: d/cold, baseline: c}\n"
+    )
+    grid = load_config(GridConfig, path)
+    assert [r.name for r in grid.select(["b"]).runs] == ["a", "b"]
+    # e -> c -> d: transitive; the grid's baseline a is dropped when nothing is compared with it
+    cut = grid.select(["e"])
+    assert [r.name for r in cut.runs] == ["c", "d", "e"]
+    assert cut.baseline is None and cut.baseline_of(cut.runs[2]) == "c"
+    assert cut.run_dir(cut.runs[0], 0) == grid.run_dir(grid.runs[2], 0)  # cells are shared
+    with pytest.raises(ConfigError, match="no run named \\['zz'\\]"):
+        grid.select(["zz"])

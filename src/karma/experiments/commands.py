@@ -16,6 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("grid", type=Path, help="grid YAML (see configs/experiments/)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. seeds=[0,1]")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="RUN",
+        help="run only these runs of the grid (and the baselines they are compared against); "
+        "finished cells are shared with full runs of the grid",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.set_defaults(func=experiment_command)
 
@@ -27,6 +34,8 @@ def experiment_command(args: argparse.Namespace) -> int:
     from karma.experiments.runner import run_grid
 
     grid = load_config(GridConfig, args.grid, list(args.overrides))
+    if args.only:
+        grid = grid.select(args.only)
     # Relative run configs: from the current directory, else next to the grid's configs/ tree.
     grid.resolve_configs([Path.cwd(), args.grid.resolve().parent.parent.parent])
     results = run_grid(grid, progress=not args.no_progress)

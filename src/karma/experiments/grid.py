@@ -19,7 +19,7 @@ runs:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -145,6 +145,23 @@ class GridConfig:
                     + ", ".join(str(r) for r in roots)
                 )
             spec.config = found
+
+    def select(self, names: list[str]) -> GridConfig:
+        """The grid cut to the runs `names` and the baselines they are compared against (each
+        run's `baseline_of`, transitively), in the grid's order; unknown names are an error."""
+        by_name = {r.name: r for r in self.runs}
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise ConfigError(f"--only: no run named {unknown} in the grid; its runs are {list(by_name)}")
+        keep: set[str] = set()
+        todo = list(names)
+        while todo:
+            name = todo.pop()
+            if name not in keep:
+                keep.add(name)
+                todo.append(self.baseline_of(by_name[name]))
+        baseline = self.baseline if self.baseline in keep else None
+        return replace(self, runs=[r for r in self.runs if r.name in keep], baseline=baseline)
 
     def run_dir(self, spec: RunSpec, seed: int) -> Path:
         return self.output_dir / spec.name / f"seed{seed}"
