@@ -152,7 +152,9 @@ class GridConfig:
         by_name = {r.name: r for r in self.runs}
         unknown = [n for n in names if n not in by_name]
         if unknown:
-            raise ConfigError(f"--only: no run named {unknown} in the grid; its runs are {list(by_name)}")
+            raise ConfigError(
+                f"--only: no run named {unknown} in the grid; its runs are {list(by_name)}"
+            )
         keep: set[str] = set()
         todo = list(names)
         while todo:
