@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from karma.eval.experiment import paired_bootstrap, per_user_differences
-from karma.eval.metrics import DEFAULT_KS
+from karma.eval.metrics import DEFAULT_KS, per_user_metrics
 from karma.experiments.grid import GridConfig
 from karma.experiments.runner import RunResult
 
@@ -25,6 +25,7 @@ DIAGNOSTIC_COLUMNS = (
     "text_auc",
 )
 PAIRED_METRICS = ("hr@10", "hr@200")
+COLD_ONLY_METRICS = ("hr@10", "hr@50")
 
 
 def write_csv(results: list[RunResult], path: Path) -> None:
@@ -48,14 +49,32 @@ def paired_delta(
     metric: str,
     resamples: int,
     seed: int = 0,
+    cold_only: bool = False,
 ) -> tuple[float, tuple[float, float]]:
-    """Mean per-user difference candidate - baseline over matched (seed, user) pairs, 95% CI."""
+    """Mean per-user difference candidate - baseline over matched (seed, user) pairs, 95% CI.
+
+    `cold_only`: on the new-item segment (cold-target users ranked among the cold items alone)
+    instead of the full-catalog ranks; seeds without cold-only ranks on both sides are skipped."""
     by_seed = {r.seed: r for r in baseline}
-    diffs = [
-        per_user_differences(base.user_ids, base.ranks, cand.user_ids, cand.ranks, metric)
-        for cand in candidate
-        if (base := by_seed.get(cand.seed)) is not None
-    ]
+    diffs = []
+    for cand in candidate:
+        base = by_seed.get(cand.seed)
+        if base is None:
+            continue
+        if not cold_only:
+            diffs.append(
+                per_user_differences(base.user_ids, base.ranks, cand.user_ids, cand.ranks, metric)
+            )
+        elif base.cold_only_ranks is not None and cand.cold_only_ranks is not None:
+            diffs.append(
+                per_user_differences(
+                    base.cold_only_user_ids,
+                    base.cold_only_ranks,
+                    cand.cold_only_user_ids,
+                    cand.cold_only_ranks,
+                    metric,
+                )
+            )
     diff = np.concatenate(diffs) if diffs else np.zeros(0)
     if len(diff) == 0:
         return float("nan"), (float("nan"), float("nan"))
@@ -108,7 +127,53 @@ def results_markdown(grid: GridConfig, results: list[RunResult]) -> str:
             cells.append(_mean_std([r.diagnostics.get(c) for r in runs], digits=3))
         cells.append(f"{np.mean([r.train_seconds for r in runs]) / 60:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n" + cold_only_markdown(grid, by_run)
+
+
+def cold_only_markdown(grid: GridConfig, by_run: dict[str, list[RunResult]]) -> str:
+    """New-item splits: the cold-target users ranked among the cold items alone, per run (mean ±
+    std over seeds) with the paired Δ against its baseline; empty when no run has such ranks."""
+    rows = [
+        s for s in grid.runs if any(r.cold_only_ranks is not None for r in by_run.get(s.name, []))
+    ]
+    if not rows:
+        return ""
+    header = ["run", "baseline", "users", *COLD_ONLY_METRICS]
+    header += [f"Δ{m} vs its baseline [95% CI]" for m in COLD_ONLY_METRICS]
+    lines = [
+        "",
+        "## New items: cold-target users ranked among the cold items alone",
+        "",
+        "Users whose target is a new (cold) item, ranked among the cold items only (a model "
+        "that scores them all alike gets HR@K = K / number of cold items); Δ paired per user "
+        "over the seeds where both runs have these ranks.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for spec in rows:
+        runs = [r for r in by_run.get(spec.name, []) if r.cold_only_ranks is not None]
+        base_name = grid.baseline_of(spec)
+        users = sorted({len(r.cold_only_user_ids) for r in runs})
+        cells = [spec.name, base_name, "/".join(str(u) for u in users)]
+        for m in COLD_ONLY_METRICS:
+            cells.append(_mean_std([_cold_only_metric(r, m) for r in runs]))
+        for m in COLD_ONLY_METRICS:
+            baseline = by_run.get(base_name, [])
+            if spec.name == base_name or not baseline:
+                cells.append("")
+                continue
+            delta, (lo, hi) = paired_delta(baseline, runs, m, grid.bootstrap, cold_only=True)
+            mark = " *" if lo > 0 or hi < 0 else ""
+            cells.append(f"{delta:+.4f} [{lo:+.4f}, {hi:+.4f}]{mark}")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cold_only_metric(result: RunResult, metric: str) -> float:
+    assert result.cold_only_ranks is not None
+    k = int(metric.split("@")[1])
+    return float(per_user_metrics(result.cold_only_ranks, [k])[metric].mean())
 
 
 def plot_recall_curves(grid: GridConfig, results: list[RunResult], path: Path) -> None:

@@ -41,9 +41,12 @@ class RunResult:
     ranks: TargetRanks
     diagnostics: dict[str, float] = field(default_factory=dict)
     train_seconds: float = 0.0
+    cold_only_user_ids: list[str] = field(default_factory=list)
+    cold_only_ranks: TargetRanks | None = None
+    """New-item splits: the cold-target users' ranks among the cold items alone (paired tests)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "seed": self.seed,
             "metrics": self.metrics,
@@ -55,10 +58,18 @@ class RunResult:
                 "ties": self.ranks.ties.tolist(),
             },
         }
+        if self.cold_only_ranks is not None:
+            out["cold_only_per_user"] = {
+                "user_id": self.cold_only_user_ids,
+                "greater": self.cold_only_ranks.greater.tolist(),
+                "ties": self.cold_only_ranks.ties.tolist(),
+            }
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunResult:
         per_user = data["per_user"]
+        cold = data.get("cold_only_per_user")
         return cls(
             name=data["name"],
             seed=int(data["seed"]),
@@ -67,6 +78,10 @@ class RunResult:
             ranks=TargetRanks(np.asarray(per_user["greater"]), np.asarray(per_user["ties"])),
             diagnostics={k: float(v) for k, v in data.get("diagnostics", {}).items()},
             train_seconds=float(data.get("train_seconds", 0.0)),
+            cold_only_user_ids=list(cold["user_id"]) if cold else [],
+            cold_only_ranks=(
+                TargetRanks(np.asarray(cold["greater"]), np.asarray(cold["ties"])) if cold else None
+            ),
         )
 
 
@@ -82,22 +97,45 @@ def run_grid(grid: GridConfig, progress: bool = True) -> list[RunResult]:
     for n, (seed, spec) in enumerate(((s, r) for s in grid.seeds for r in grid.runs), start=1):
         run_dir = grid.run_dir(spec, seed)
         done = run_dir / RESULT_FILE
+        data = grid.data_of(spec)
+        if data not in datasets:
+            datasets[data] = PreparedDataset(data)
         if done.is_file():
             logger.info(
                 "[%d/%d] %s seed %d: finished earlier, loading %s", n, total, spec.name, seed, done
             )
-            results.append(RunResult.from_dict(json.loads(done.read_text(encoding="utf-8"))))
+            result = RunResult.from_dict(json.loads(done.read_text(encoding="utf-8")))
+            if result.cold_only_ranks is None and len(datasets[data].cold_items):
+                result = add_cold_only_ranks(grid, result, datasets[data], run_dir)
+                _write_result(result, done)
+            results.append(result)
             continue
         logger.info("[%d/%d] %s seed %d -> %s", n, total, spec.name, seed, run_dir)
-        data = grid.data_of(spec)
-        if data not in datasets:
-            datasets[data] = PreparedDataset(data)
         result = run_one(grid, spec, seed, datasets[data], progress)
-        tmp = done.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result.to_dict()), encoding="utf-8")
-        tmp.replace(done)  # the marker appears only once everything above succeeded
+        _write_result(result, done)  # the marker appears only once everything above succeeded
         results.append(result)
     return results
+
+
+def _write_result(result: RunResult, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result.to_dict()), encoding="utf-8")
+    tmp.replace(path)
+
+
+def add_cold_only_ranks(
+    grid: GridConfig, result: RunResult, dataset: PreparedDataset, run_dir: Path
+) -> RunResult:
+    """A result finished before karma kept cold-only ranks: evaluate its saved model again (no
+    training) and add them, so the report's paired new-item Δ covers every seed."""
+    logger.info(
+        "%s seed %d: adding its cold-only ranks (evaluation only)", result.name, result.seed
+    )
+    retriever = load_retriever(run_dir, dataset.root)
+    evaluated = evaluate(retriever, dataset, grid.split, bootstrap=0, seed=result.seed)
+    result.cold_only_user_ids = evaluated.cold_only_user_ids
+    result.cold_only_ranks = evaluated.cold_only_ranks
+    return result
 
 
 def run_one(
@@ -123,7 +161,17 @@ def _run_result(
 ) -> RunResult:
     assert result.ranks is not None
     metrics = {**result.metrics, **flat_cold_metrics(result.cold_items)}  # new-item segments
-    return RunResult(name, seed, metrics, result.user_ids, result.ranks, diagnostics, seconds)
+    return RunResult(
+        name,
+        seed,
+        metrics,
+        result.user_ids,
+        result.ranks,
+        diagnostics,
+        seconds,
+        result.cold_only_user_ids,
+        result.cold_only_ranks,
+    )
 
 
 def train_retriever(

@@ -1,0 +1,108 @@
+"""The grid report on a new-item split: paired Δ among the cold items alone, by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from karma.config import load_config
+from karma.eval.metrics import TargetRanks
+from karma.experiments import runner
+from karma.experiments.grid import GridConfig
+from karma.experiments.report import cold_only_markdown, paired_delta
+from karma.experiments.runner import RunResult
+from karma.testing.datasets import write_leave_one_out
+
+# (train | valid | test): u0 0 | 1 | 4, u1 2 | 3 | 5, u2 3 | 0 | 1; items 4 and 5 are cold.
+SEQUENCES = [[0, 1, 4], [2, 3, 5], [3, 0, 1]]
+
+
+def _grid(tmp_path: Path) -> GridConfig:
+    data = write_leave_one_out(tmp_path / "data", SEQUENCES, 6, cold_items=[4, 5])
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(
+        f"""
+name: cold grid
+data: {data}
+output_dir: {tmp_path / "out"}
+seeds: [0, 1]
+baseline: a
+bootstrap: 50
+diagnostics: false
+runs:
+  - {{name: a, kind: popularity}}
+  - {{name: b, kind: popularity}}
+"""
+    )
+    return load_config(GridConfig, grid_file)
+
+
+def _result(name: str, seed: int, cold_greater: list[int] | None) -> RunResult:
+    users = ["u0", "u1", "u2"]
+    zeros = np.zeros(3, dtype=np.int64)
+    return RunResult(
+        name,
+        seed,
+        {"hr@10": 0.0},
+        users,
+        TargetRanks(zeros, zeros),
+        cold_only_user_ids=users if cold_greater is not None else [],
+        cold_only_ranks=(
+            TargetRanks(np.array(cold_greater), zeros) if cold_greater is not None else None
+        ),
+    )
+
+
+def test_cold_only_delta_by_hand(tmp_path: Path) -> None:
+    grid = _grid(tmp_path)
+    # Seed 0: a's targets land at 0, 15, 60 candidates above -> HR@10 1/3, HR@50 2/3;
+    # b's at 3, 5, 20 -> HR@10 2/3, HR@50 1. Seed 1: a has no cold-only ranks -> not paired.
+    a = [_result("a", 0, [0, 15, 60]), _result("a", 1, None)]
+    b = [_result("b", 0, [3, 5, 20]), _result("b", 1, [0, 0, 0])]
+    delta, (lo, hi) = paired_delta(a, b, "hr@10", 100, cold_only=True)
+    assert delta == pytest.approx(1 / 3)
+    assert 0.0 <= lo <= delta <= hi <= 1.0
+    assert paired_delta(a, b, "hr@50", 100, cold_only=True)[0] == pytest.approx(1 / 3)
+    assert paired_delta(a, b, "hr@10", 100)[0] == 0.0  # the full-catalog ranks are all equal
+
+    table = cold_only_markdown(grid, {"a": a, "b": b})
+    row_a = next(line for line in table.splitlines() if line.startswith("| a |"))
+    row_b = next(line for line in table.splitlines() if line.startswith("| b |"))
+    assert "| 0.3333 | 0.6667 |" in row_a  # a: only seed 0 has cold-only ranks
+    assert "0.8333 ± 0.2357" in row_b  # b: HR@10 2/3 and 1 over the two seeds
+    assert "+0.3333 [" in row_b
+    assert cold_only_markdown(grid, {"a": [_result("a", 0, None)], "b": []}) == ""
+
+
+def test_round_trip_keeps_cold_only_ranks() -> None:
+    result = _result("b", 0, [3, 5, 20])
+    again = RunResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again.cold_only_ranks is not None
+    assert again.cold_only_ranks.greater.tolist() == [3, 5, 20]
+    assert again.cold_only_user_ids == ["u0", "u1", "u2"]
+
+
+def test_results_finished_without_cold_only_ranks_get_them_without_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grid = _grid(tmp_path)
+    grid.seeds = [0]
+    first = runner.run_grid(grid, progress=False)
+    assert all(r.cold_only_ranks is not None for r in first)
+    assert all(len(r.cold_only_user_ids) == 2 for r in first)  # u0 and u1 have cold targets
+    done = grid.run_dir(grid.runs[0], 0) / runner.RESULT_FILE
+    old = json.loads(done.read_text())
+    del old["cold_only_per_user"]  # as written before karma kept these ranks
+    done.write_text(json.dumps(old))
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr(runner, "train_retriever", no_training)
+    again = runner.run_grid(grid, progress=False)
+    assert again[0].cold_only_ranks is not None and first[0].cold_only_ranks is not None
+    assert again[0].cold_only_ranks.greater.tolist() == first[0].cold_only_ranks.greater.tolist()
+    assert "cold_only_per_user" in json.loads(done.read_text())  # written back once
