@@ -27,6 +27,12 @@ runs:
     config: configs/debug/tiny.yaml
     overrides: [train.max_steps=4, train.eval_every=2, train.checkpoint_every=2,
                 train.lr_warmup_steps=1, knowledge.reconstruction_weight=0.5]
+  - name: search-karma
+    kind: karma
+    config: configs/debug/tiny.yaml
+    overrides: [data.mode=search, train.max_steps=4, train.eval_every=2,
+                train.checkpoint_every=2, train.lr_warmup_steps=1,
+                knowledge.reconstruction_weight=0.5]
 """
     )
     out = tmp_path / "report"
@@ -37,6 +43,8 @@ runs:
     assert code == 0
     assert "| popularity |" in printed and "| karma |" in printed
     assert printed.count("  query: ") == 2  # two personalized search examples
+    # ... from the search-mode run, whose LLM reads the query (not retrieve-then-filter)
+    assert "(search-karma run, test users; the LLM reads the query and the history)" in printed
     assert (out / "results.md").is_file() and (out / "recall_at_k.png").is_file()
 
 
@@ -51,3 +59,23 @@ def test_demo_lists_show_each_title_once() -> None:
     titles = ["Chasing Amy", "Heat", "chasing  amy", "Sabrina", "Sabrina", "Fargo"]
     assert distinct_titles([0, 1, 2, 3, 4, 5], titles, 3) == [0, 1, 3]
     assert distinct_titles([2, 0, 5], titles, 5) == [2, 5]
+
+
+def test_examples_fall_back_to_a_labelled_filter_without_a_search_run(tmp_path: Path) -> None:
+    from karma.config import load_config
+    from karma.experiments.grid import GridConfig
+
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(
+        f"""
+name: rec only
+data: {tmp_path}
+runs:
+  - {{name: popularity, kind: popularity}}
+  - {{name: karma, kind: karma, config: {ROOT / "configs" / "debug" / "tiny.yaml"}}}
+"""
+    )
+    from karma.demo import examples_run
+
+    chosen = examples_run(load_config(GridConfig, grid_file))
+    assert chosen is not None and chosen[0].name == "karma" and chosen[1] is False

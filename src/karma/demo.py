@@ -1,10 +1,11 @@
 """`karma demo`: the README's main job on the embedded defaults.
 
 Prepares MovieLens-100k from the `recbole` package, adds MiniLM text features (what KARMA's flow
-head reconstructs), trains popularity, SASRec+, an action-only LLM and KARMA with the CPU-sized
-configs of `configs/experiments/demo-ml-100k.yaml`, evaluates them all by full ranking on the test
-split, writes the report (markdown + figures) and prints the table and a few personalized search
-examples. Interrupted, it resumes where it stopped.
+head reconstructs), trains popularity, SASRec+, an action-only LLM, KARMA and KARMA in
+personalized-search mode with the CPU-sized configs of `configs/experiments/demo-ml-100k.yaml`,
+evaluates them all by full ranking on the test split, writes the report (markdown + figures) and
+prints the table and a few personalized search examples from the search-mode model (its LLM reads
+the query). Interrupted, it resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from karma.data.dataset import PreparedDataset
-    from karma.experiments.grid import GridConfig
+    from karma.experiments.grid import GridConfig, RunSpec
 
 logger = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -61,13 +62,16 @@ def demo_command(args: argparse.Namespace) -> int:
     paths = write_report(grid, results)
     print()
     print(paths[1].read_text(encoding="utf-8"))
-    karma_runs = [s for s in grid.runs if s.kind == "karma"]
-    if karma_runs and args.examples > 0:
+    example_run = examples_run(grid)
+    if example_run is not None and args.examples > 0:
+        spec, reads_query = example_run
         print(
             search_examples(
-                grid.run_dir(karma_runs[-1], grid.seeds[0]),
+                grid.run_dir(spec, grid.seeds[0]),
                 PreparedDataset(args.data),
                 args.examples,
+                reads_query,
+                spec.name,
             )
         )
     print(f"report: {', '.join(str(p) for p in paths)}")
@@ -123,13 +127,34 @@ def ensure_features(data: Path, name: str) -> None:
     add_features(data, "minilm")
 
 
-def search_examples(run_dir: Path, dataset: PreparedDataset, count: int) -> str:
-    """History + query -> top titles from a trained run (personalized search by retrieve-then-filter).
+def examples_run(grid: GridConfig) -> tuple[RunSpec, bool] | None:
+    """The run the search examples come from: the last KARMA run trained with `data.mode:
+    search` (its LLM reads the query), else the last KARMA run; and whether it reads the query."""
+    from karma.config import load_config
+    from karma.runs import recipe_for
 
-    The demo models are trained in recommendation mode, so the query does not enter the LLM:
-    the interest embedding ranks the whole catalog and the query keeps the items whose title or
-    categories contain one of its words (the synthetic queries are category words). A model
-    trained with `data.mode: search` reads the query itself.
+    karma_runs = [s for s in grid.runs if s.kind == "karma"]
+    for spec in reversed(karma_runs):
+        config = load_config(recipe_for("karma").config_type, spec.config, list(spec.overrides))
+        if config.data.mode == "search":
+            return spec, True
+    return (karma_runs[-1], False) if karma_runs else None
+
+
+def search_examples(
+    run_dir: Path,
+    dataset: PreparedDataset,
+    count: int,
+    reads_query: bool = True,
+    name: str = "karma",
+) -> str:
+    """History + query -> top titles from a trained run, for a few test users.
+
+    A search-mode run (`reads_query`) encodes the query with the history, and its interest
+    embedding ranks the whole catalog: the list is the model's own answer to the query. A
+    recommendation-mode run never sees the query, so its list is retrieve-then-filter: the
+    embedding ranks the catalog and the query keeps the items whose title or categories contain
+    one of its words (the synthetic queries are category words); the header says which.
     """
     import numpy as np
 
@@ -146,15 +171,19 @@ def search_examples(run_dir: Path, dataset: PreparedDataset, count: int) -> str:
     users = retriever.user_vectors(sample)
     top, _ = top_k_items(users, items, k=min(200, dataset.num_items), exclude=sample.histories)
     texts = [t.lower() for t in dataset.item_texts()]
-    lines = ["Personalized search examples (KARMA run, test users):"]
+    how = (
+        "the LLM reads the query and the history"
+        if reads_query
+        else "recommendation-mode model, query applied as a filter on its ranking"
+    )
+    lines = [f"Personalized search examples ({name} run, test users; {how}):"]
     for u in range(len(sample)):
         query = sample.queries[u] or ", ".join(dataset.categories[int(sample.targets[u])])
         words = [w for w in query.lower().replace(",", " ").split() if w]
-        matches = distinct_titles(
-            [int(i) for i in top[u] if any(w in texts[int(i)] for w in words)],
-            dataset.titles,
-            5,
-        )
+        ranked = [int(i) for i in top[u]]
+        if not reads_query:
+            ranked = [i for i in ranked if any(w in texts[i] for w in words)]
+        matches = distinct_titles(ranked, dataset.titles, 5)
         recent = distinct_titles([int(i) for i in sample.histories[u][::-1]], dataset.titles, 5)
         history = [dataset.titles[i] for i in reversed(recent)]
         lines.append(f"\nuser {sample.user_ids[u]}  history (last 5): {'; '.join(history)}")
