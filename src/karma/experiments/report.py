@@ -104,8 +104,7 @@ def results_markdown(grid: GridConfig, results: list[RunResult]) -> str:
         "centered text-feature cosine (chance 0) and retrieval AUC (chance 0.5) of the user "
         "vectors on held-out users.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
+        *_table_head(header),
     ]
     for spec in grid.runs:
         runs = by_run.get(spec.name, [])
@@ -117,12 +116,8 @@ def results_markdown(grid: GridConfig, results: list[RunResult]) -> str:
         for m in TABLE_METRICS:
             cells.append(_mean_std([r.metrics.get(m) for r in runs]))
         for m in PAIRED_METRICS:
-            if spec.name == base_name or not baseline:
-                cells.append("")
-                continue
-            delta, (lo, hi) = paired_delta(baseline, runs, m, grid.bootstrap)
-            mark = " *" if lo > 0 or hi < 0 else ""
-            cells.append(f"{delta:+.4f} [{lo:+.4f}, {hi:+.4f}]{mark}")
+            same = spec.name == base_name
+            cells.append("" if same else _delta_cell(baseline, runs, m, grid.bootstrap))
         for c in diag_cols:
             cells.append(_mean_std([r.diagnostics.get(c) for r in runs], digits=3))
         cells.append(f"{np.mean([r.train_seconds for r in runs]) / 60:.1f}")
@@ -148,8 +143,7 @@ def cold_only_markdown(grid: GridConfig, by_run: dict[str, list[RunResult]]) -> 
         "that scores them all alike gets HR@K = K / number of cold items); Δ paired per user "
         "over the seeds where both runs have these ranks.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
+        *_table_head(header),
     ]
     for spec in rows:
         runs = [r for r in by_run.get(spec.name, []) if r.cold_only_ranks is not None]
@@ -158,16 +152,31 @@ def cold_only_markdown(grid: GridConfig, by_run: dict[str, list[RunResult]]) -> 
         cells = [spec.name, base_name, "/".join(str(u) for u in users)]
         for m in COLD_ONLY_METRICS:
             cells.append(_mean_std([_cold_only_metric(r, m) for r in runs]))
+        baseline = by_run.get(base_name, [])
         for m in COLD_ONLY_METRICS:
-            baseline = by_run.get(base_name, [])
-            if spec.name == base_name or not baseline:
-                cells.append("")
-                continue
-            delta, (lo, hi) = paired_delta(baseline, runs, m, grid.bootstrap, cold_only=True)
-            mark = " *" if lo > 0 or hi < 0 else ""
-            cells.append(f"{delta:+.4f} [{lo:+.4f}, {hi:+.4f}]{mark}")
+            same = spec.name == base_name
+            cells.append("" if same else _delta_cell(baseline, runs, m, grid.bootstrap, True))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _table_head(header: list[str]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+
+def _delta_cell(
+    baseline: list[RunResult],
+    runs: list[RunResult],
+    metric: str,
+    resamples: int,
+    cold_only: bool = False,
+) -> str:
+    """`Δ [lo, hi]` of `paired_delta`, starred when the CI excludes 0; empty without a baseline."""
+    if not baseline:
+        return ""
+    delta, (lo, hi) = paired_delta(baseline, runs, metric, resamples, cold_only=cold_only)
+    mark = " *" if lo > 0 or hi < 0 else ""
+    return f"{delta:+.4f} [{lo:+.4f}, {hi:+.4f}]{mark}"
 
 
 def _cold_only_metric(result: RunResult, metric: str) -> float:
