@@ -172,3 +172,11 @@ def test_select_keeps_the_named_runs_and_their_baselines_in_grid_order(tmp_path:
     assert cut.run_dir(cut.runs[0], 0) == grid.run_dir(grid.runs[2], 0)  # cells are shared
     with pytest.raises(ConfigError, match="no run named \\['zz'\\]"):
         grid.select(["zz"])
+
+
+def test_flat_diagnostics_show_the_title_probe_gain_over_its_floor() -> None:
+    fidelity = {"title": {"token_accuracy": 0.375, "unconditional_token_accuracy": 0.25}}
+    flat = runner.flat_diagnostics(None, fidelity)
+    assert flat == {"title_token_acc": 0.375, "title_gain": 0.125}
+    floor = {"title": {"token_accuracy": 0.25, "unconditional_token_accuracy": 0.25}}
+    assert runner.flat_diagnostics(None, floor)["title_gain"] == 0.0

@@ -21,6 +21,7 @@ DIAGNOSTIC_COLUMNS = (
     "category_f1",
     "category_auc",
     "title_token_acc",
+    "title_gain",
     "text_cosine",
     "text_auc",
 )
@@ -100,7 +101,8 @@ def results_markdown(grid: GridConfig, results: list[RunResult]) -> str:
         f"items masked; seeds {grid.seeds} (mean ± std over seeds). Δ is the paired per-user "
         "difference (bootstrap 95% CI over users and seeds); a CI excluding 0 is significant. "
         "Diagnostics: last-layer sink mass and barcode score of the readout attention (LLM runs), "
-        "category micro-F1 and macro AUC (chance 0.5), title-probe token accuracy, and the "
+        "category micro-F1 and macro AUC (chance 0.5), title-probe token accuracy and its gain "
+        "over the same probe fed zeros (0: it read nothing from the vectors), and the "
         "centered text-feature cosine (chance 0) and retrieval AUC (chance 0.5) of the user "
         "vectors on held-out users.",
         "",

@@ -229,4 +229,8 @@ def flat_diagnostics(
         value = fidelity.get(probe, {}).get(key)
         if value is not None:
             out[column] = float(value)
+    title = fidelity.get("title", {})
+    if "token_accuracy" in title and "unconditional_token_accuracy" in title:
+        # 0 = the title decoder fell back to its floor (a decoder fed zeros): it read nothing
+        out["title_gain"] = float(title["token_accuracy"] - title["unconditional_token_accuracy"])
     return out
