@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from karma.eval.experiment import paired_bootstrap, per_user_differences
-from karma.eval.metrics import DEFAULT_KS, per_user_metrics
+from karma.eval.metrics import DEFAULT_KS, TargetRanks, per_user_metrics
 from karma.experiments.grid import GridConfig
 from karma.experiments.runner import RunResult
 
@@ -56,25 +56,20 @@ def paired_delta(
 
     `cold_only`: on the new-item segment (cold-target users ranked among the cold items alone)
     instead of the full-catalog ranks; seeds without cold-only ranks on both sides are skipped."""
+
+    def ranks(r: RunResult) -> tuple[list[str], TargetRanks | None]:
+        return (r.cold_only_user_ids, r.cold_only_ranks) if cold_only else (r.user_ids, r.ranks)
+
     by_seed = {r.seed: r for r in baseline}
     diffs = []
     for cand in candidate:
         base = by_seed.get(cand.seed)
         if base is None:
             continue
-        if not cold_only:
+        (base_users, base_ranks), (cand_users, cand_ranks) = ranks(base), ranks(cand)
+        if base_ranks is not None and cand_ranks is not None:
             diffs.append(
-                per_user_differences(base.user_ids, base.ranks, cand.user_ids, cand.ranks, metric)
-            )
-        elif base.cold_only_ranks is not None and cand.cold_only_ranks is not None:
-            diffs.append(
-                per_user_differences(
-                    base.cold_only_user_ids,
-                    base.cold_only_ranks,
-                    cand.cold_only_user_ids,
-                    cand.cold_only_ranks,
-                    metric,
-                )
+                per_user_differences(base_users, base_ranks, cand_users, cand_ranks, metric)
             )
     diff = np.concatenate(diffs) if diffs else np.zeros(0)
     if len(diff) == 0:

@@ -52,18 +52,12 @@ class RunResult:
             "metrics": self.metrics,
             "diagnostics": self.diagnostics,
             "train_seconds": self.train_seconds,
-            "per_user": {
-                "user_id": self.user_ids,
-                "greater": self.ranks.greater.tolist(),
-                "ties": self.ranks.ties.tolist(),
-            },
+            "per_user": _ranks_to_dict(self.user_ids, self.ranks),
         }
         if self.cold_only_ranks is not None:
-            out["cold_only_per_user"] = {
-                "user_id": self.cold_only_user_ids,
-                "greater": self.cold_only_ranks.greater.tolist(),
-                "ties": self.cold_only_ranks.ties.tolist(),
-            }
+            out["cold_only_per_user"] = _ranks_to_dict(
+                self.cold_only_user_ids, self.cold_only_ranks
+            )
         return out
 
     @classmethod
@@ -75,14 +69,20 @@ class RunResult:
             seed=int(data["seed"]),
             metrics={k: float(v) for k, v in data["metrics"].items() if v is not None},
             user_ids=list(per_user["user_id"]),
-            ranks=TargetRanks(np.asarray(per_user["greater"]), np.asarray(per_user["ties"])),
+            ranks=_ranks_from_dict(per_user),
             diagnostics={k: float(v) for k, v in data.get("diagnostics", {}).items()},
             train_seconds=float(data.get("train_seconds", 0.0)),
             cold_only_user_ids=list(cold["user_id"]) if cold else [],
-            cold_only_ranks=(
-                TargetRanks(np.asarray(cold["greater"]), np.asarray(cold["ties"])) if cold else None
-            ),
+            cold_only_ranks=_ranks_from_dict(cold) if cold else None,
         )
+
+
+def _ranks_to_dict(user_ids: list[str], ranks: TargetRanks) -> dict[str, list]:
+    return {"user_id": user_ids, "greater": ranks.greater.tolist(), "ties": ranks.ties.tolist()}
+
+
+def _ranks_from_dict(data: dict[str, list]) -> TargetRanks:
+    return TargetRanks(np.asarray(data["greater"]), np.asarray(data["ties"]))
 
 
 def run_grid(grid: GridConfig, progress: bool = True) -> list[RunResult]:
@@ -98,23 +98,31 @@ def run_grid(grid: GridConfig, progress: bool = True) -> list[RunResult]:
         run_dir = grid.run_dir(spec, seed)
         done = run_dir / RESULT_FILE
         data = grid.data_of(spec)
-        if data not in datasets:
-            datasets[data] = PreparedDataset(data)
         if done.is_file():
             logger.info(
                 "[%d/%d] %s seed %d: finished earlier, loading %s", n, total, spec.name, seed, done
             )
             result = RunResult.from_dict(json.loads(done.read_text(encoding="utf-8")))
-            if result.cold_only_ranks is None and len(datasets[data].cold_items):
-                result = add_cold_only_ranks(grid, result, datasets[data], run_dir)
-                _write_result(result, done)
+            if result.cold_only_ranks is None:
+                dataset = _open(datasets, data)
+                if len(dataset.cold_items):
+                    result = add_cold_only_ranks(grid, result, dataset, run_dir)
+                    _write_result(result, done)
             results.append(result)
             continue
         logger.info("[%d/%d] %s seed %d -> %s", n, total, spec.name, seed, run_dir)
-        result = run_one(grid, spec, seed, datasets[data], progress)
+        dataset = _open(datasets, data)
+        result = run_one(grid, spec, seed, dataset, progress)
         _write_result(result, done)  # the marker appears only once everything above succeeded
         results.append(result)
     return results
+
+
+def _open(datasets: dict[Path, PreparedDataset], data: Path) -> PreparedDataset:
+    """The prepared dataset at `data`, opened once per grid run."""
+    if data not in datasets:
+        datasets[data] = PreparedDataset(data)
+    return datasets[data]
 
 
 def _write_result(result: RunResult, path: Path) -> None:
