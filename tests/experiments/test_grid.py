@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,17 @@ def test_grid_runs_reports_and_skips_finished_cells(
     again = runner.run_grid(grid, progress=False)
     assert [r.metrics for r in again] == [r.metrics for r in results]
 
+    # a result diagnosed by an older karma is diagnosed again from its saved model, once
+    assert results[0].diagnostics["title_auc"] == 0.5  # popularity's constant vector: chance
+    done = grid.run_dir(grid.runs[3], 0) / runner.RESULT_FILE
+    old = json.loads(done.read_text())
+    old["diagnostics"] = {"title_token_acc": 0.3}
+    del old["diagnostics_version"]  # as written before the version existed
+    done.write_text(json.dumps(old))
+    updated = runner.run_grid(grid, progress=False)
+    assert updated[3].diagnostics == results[3].diagnostics
+    assert json.loads(done.read_text())["diagnostics_version"] == runner.DIAGNOSTICS_VERSION
+
 
 def test_grid_validation_names_the_field(tmp_path: Path) -> None:
     path = tmp_path / "grid.yaml"
@@ -174,9 +186,6 @@ def test_select_keeps_the_named_runs_and_their_baselines_in_grid_order(tmp_path:
         grid.select(["zz"])
 
 
-def test_flat_diagnostics_show_the_title_probe_gain_over_its_floor() -> None:
-    fidelity = {"title": {"token_accuracy": 0.375, "unconditional_token_accuracy": 0.25}}
-    flat = runner.flat_diagnostics(None, fidelity)
-    assert flat == {"title_token_acc": 0.375, "title_gain": 0.125}
-    floor = {"title": {"token_accuracy": 0.25, "unconditional_token_accuracy": 0.25}}
-    assert runner.flat_diagnostics(None, floor)["title_gain"] == 0.0
+def test_flat_diagnostics_take_the_title_probe_auc() -> None:
+    fidelity = {"title": {"retrieval_auc": 0.625, "token_accuracy": 0.375}}
+    assert runner.flat_diagnostics(None, fidelity) == {"title_auc": 0.625}

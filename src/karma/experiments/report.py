@@ -20,8 +20,7 @@ DIAGNOSTIC_COLUMNS = (
     "barcode",
     "category_f1",
     "category_auc",
-    "title_token_acc",
-    "title_gain",
+    "title_auc",
     "text_cosine",
     "text_auc",
 )
@@ -96,8 +95,8 @@ def results_markdown(grid: GridConfig, results: list[RunResult]) -> str:
         f"items masked; seeds {grid.seeds} (mean ± std over seeds). Δ is the paired per-user "
         "difference (bootstrap 95% CI over users and seeds); a CI excluding 0 is significant. "
         "Diagnostics: last-layer sink mass and barcode score of the readout attention (LLM runs), "
-        "category micro-F1 and macro AUC (chance 0.5), title-probe token accuracy and its gain "
-        "over the same probe fed zeros (0: it read nothing from the vectors), and the "
+        "category micro-F1 and macro AUC (chance 0.5), the title probe's AUC (is a held-out title "
+        "likelier under its own user's vector than under other users'? chance 0.5), and the "
         "centered text-feature cosine (chance 0) and retrieval AUC (chance 0.5) of the user "
         "vectors on held-out users.",
         "",

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,9 @@ from karma.runs import load_retriever, recipe_for
 
 logger = logging.getLogger(__name__)
 RESULT_FILE = "result.json"
+DIAGNOSTICS_VERSION = 2
+"""Bumped when a probe changes meaning (2: the title probe's retrieval AUC replaced its token
+accuracy); a finished result with an older version is diagnosed again from its saved model."""
 
 
 @dataclass
@@ -44,6 +49,7 @@ class RunResult:
     cold_only_user_ids: list[str] = field(default_factory=list)
     cold_only_ranks: TargetRanks | None = None
     """New-item splits: the cold-target users' ranks among the cold items alone (paired tests)."""
+    diagnostics_version: int = DIAGNOSTICS_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -51,6 +57,7 @@ class RunResult:
             "seed": self.seed,
             "metrics": self.metrics,
             "diagnostics": self.diagnostics,
+            "diagnostics_version": self.diagnostics_version,
             "train_seconds": self.train_seconds,
             "per_user": _ranks_to_dict(self.user_ids, self.ranks),
         }
@@ -74,6 +81,7 @@ class RunResult:
             train_seconds=float(data.get("train_seconds", 0.0)),
             cold_only_user_ids=list(cold["user_id"]) if cold else [],
             cold_only_ranks=_ranks_from_dict(cold) if cold else None,
+            diagnostics_version=int(data.get("diagnostics_version", 1)),
         )
 
 
@@ -103,11 +111,8 @@ def run_grid(grid: GridConfig, progress: bool = True) -> list[RunResult]:
                 "[%d/%d] %s seed %d: finished earlier, loading %s", n, total, spec.name, seed, done
             )
             result = RunResult.from_dict(json.loads(done.read_text(encoding="utf-8")))
-            if result.cold_only_ranks is None:
-                dataset = _open(datasets, data)
-                if len(dataset.cold_items):
-                    result = add_cold_only_ranks(grid, result, dataset, run_dir)
-                    _write_result(result, done)
+            if _bring_up_to_date(grid, result, partial(_open, datasets, data), run_dir):
+                _write_result(result, done)
             results.append(result)
             continue
         logger.info("[%d/%d] %s seed %d -> %s", n, total, spec.name, seed, run_dir)
@@ -129,6 +134,34 @@ def _write_result(result: RunResult, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result.to_dict()), encoding="utf-8")
     tmp.replace(path)
+
+
+def _bring_up_to_date(
+    grid: GridConfig,
+    result: RunResult,
+    dataset_of: Callable[[], PreparedDataset],
+    run_dir: Path,
+) -> bool:
+    """Fill in what a result finished by an older karma lacks, from its saved model (never
+    retraining): cold-only ranks on a new-item split, diagnostics of the current version.
+    True when `result` changed."""
+    changed = False
+    if result.cold_only_ranks is None and len(dataset_of().cold_items):
+        add_cold_only_ranks(grid, result, dataset_of(), run_dir)
+        changed = True
+    if grid.diagnostics and result.diagnostics_version < DIAGNOSTICS_VERSION:
+        logger.info(
+            "%s seed %d: diagnostics of version %d, diagnosing again (no training)",
+            result.name,
+            result.seed,
+            result.diagnostics_version,
+        )
+        dataset = dataset_of()
+        retriever = load_retriever(run_dir, dataset.root)
+        result.diagnostics = run_diagnostics(grid, retriever, dataset, run_dir, result.seed)
+        result.diagnostics_version = DIAGNOSTICS_VERSION
+        changed = True
+    return changed
 
 
 def add_cold_only_ranks(
@@ -230,15 +263,11 @@ def flat_diagnostics(
     for probe, key, column in (
         ("category", "micro_f1", "category_f1"),
         ("category", "macro_auc", "category_auc"),
-        ("title", "token_accuracy", "title_token_acc"),
+        ("title", "retrieval_auc", "title_auc"),
         ("text_alignment", "cosine", "text_cosine"),
         ("text_alignment", "retrieval_auc", "text_auc"),
     ):
         value = fidelity.get(probe, {}).get(key)
         if value is not None:
             out[column] = float(value)
-    title = fidelity.get("title", {})
-    if "token_accuracy" in title and "unconditional_token_accuracy" in title:
-        # 0 = the title decoder fell back to its floor (a decoder fed zeros): it read nothing
-        out["title_gain"] = float(title["token_accuracy"] - title["unconditional_token_accuracy"])
     return out
