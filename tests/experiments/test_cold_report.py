@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from karma.experiments.grid import GridConfig
 from karma.experiments.report import cold_only_markdown, paired_delta
 from karma.experiments.runner import RunResult
 from karma.testing.datasets import write_leave_one_out
+from karma.train.lock import LOCK_FILE
 
 # (train | valid | test): u0 0 | 1 | 4, u1 2 | 3 | 5, u2 3 | 0 | 1; items 4 and 5 are cold.
 SEQUENCES = [[0, 1, 4], [2, 3, 5], [3, 0, 1]]
@@ -106,3 +109,21 @@ def test_results_finished_without_cold_only_ranks_get_them_without_training(
     assert again[0].cold_only_ranks is not None and first[0].cold_only_ranks is not None
     assert again[0].cold_only_ranks.greater.tolist() == first[0].cold_only_ranks.greater.tolist()
     assert "cold_only_per_user" in json.loads(done.read_text())  # written back once
+
+
+def test_a_cell_another_process_trains_is_skipped_then_run(tmp_path: Path) -> None:
+    grid = _grid(tmp_path)
+    grid.seeds = [0]
+    busy = grid.run_dir(grid.runs[0], 0)
+    busy.mkdir(parents=True)
+    fd = os.open(busy / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another stream's RunDirLock would
+    os.pwrite(fd, b"4242\n", 0)
+    try:
+        first = runner.run_grid(grid, progress=False)
+    finally:
+        os.close(fd)  # that stream ends
+    assert [r.name for r in first] == ["b"]
+    assert not (busy / runner.RESULT_FILE).exists()
+    again = runner.run_grid(grid, progress=False)
+    assert [r.name for r in again] == ["a", "b"]

@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -27,6 +28,7 @@ from karma.eval.metrics import TargetRanks
 from karma.eval.retriever import Retriever
 from karma.experiments.grid import GridConfig, RunSpec
 from karma.runs import load_retriever, recipe_for
+from karma.train.lock import RunDirInUse, RunDirLock
 
 logger = logging.getLogger(__name__)
 RESULT_FILE = "result.json"
@@ -94,13 +96,16 @@ def _ranks_from_dict(data: dict[str, list]) -> TargetRanks:
 
 
 def run_grid(grid: GridConfig, progress: bool = True) -> list[RunResult]:
-    """Every run x seed of the grid, training only what is not finished yet."""
+    """Every run x seed of the grid, training only what is not finished yet. A cell another
+    process is training (it holds the cell's `RunDirLock`) is skipped, so several streams can
+    share one grid."""
     if grid.threads is not None:
         import torch
 
         torch.set_num_threads(grid.threads)
     datasets: dict[Path, PreparedDataset] = {}
     results = []
+    skipped: list[str] = []
     total = len(grid.runs) * len(grid.seeds)
     for n, (seed, spec) in enumerate(((s, r) for s in grid.seeds for r in grid.runs), start=1):
         run_dir = grid.run_dir(spec, seed)
@@ -110,17 +115,41 @@ def run_grid(grid: GridConfig, progress: bool = True) -> list[RunResult]:
             logger.info(
                 "[%d/%d] %s seed %d: finished earlier, loading %s", n, total, spec.name, seed, done
             )
-            result = RunResult.from_dict(json.loads(done.read_text(encoding="utf-8")))
-            if _bring_up_to_date(grid, result, partial(_open, datasets, data), run_dir):
-                _write_result(result, done)
-            results.append(result)
+            results.append(_load_finished(grid, done, partial(_open, datasets, data)))
             continue
-        logger.info("[%d/%d] %s seed %d -> %s", n, total, spec.name, seed, run_dir)
-        dataset = _open(datasets, data)
-        result = run_one(grid, spec, seed, dataset, progress)
-        _write_result(result, done)  # the marker appears only once everything above succeeded
-        results.append(result)
+        with ExitStack() as held:
+            try:  # the trainer takes the same (re-entrant) lock; here it also covers evaluation
+                held.enter_context(RunDirLock(run_dir))
+            except RunDirInUse as busy:
+                logger.warning("[%d/%d] %s seed %d: skipped, %s", n, total, spec.name, seed, busy)
+                skipped.append(f"{spec.name} seed {seed}")
+                continue
+            if done.is_file():  # another process finished it while this one was checking
+                results.append(_load_finished(grid, done, partial(_open, datasets, data)))
+                continue
+            logger.info("[%d/%d] %s seed %d -> %s", n, total, spec.name, seed, run_dir)
+            dataset = _open(datasets, data)
+            result = run_one(grid, spec, seed, dataset, progress)
+            _write_result(result, done)  # the marker appears only once everything succeeded
+            results.append(result)
+    if skipped:
+        logger.warning(
+            "%d cell(s) were left to other processes (%s): the report leaves them out; run the "
+            "same command again once they finish",
+            len(skipped),
+            ", ".join(skipped),
+        )
     return results
+
+
+def _load_finished(
+    grid: GridConfig, done: Path, dataset_of: Callable[[], PreparedDataset]
+) -> RunResult:
+    """A finished cell's result, brought up to date (and written back) if an older karma wrote it."""
+    result = RunResult.from_dict(json.loads(done.read_text(encoding="utf-8")))
+    if _bring_up_to_date(grid, result, dataset_of, done.parent):
+        _write_result(result, done)
+    return result
 
 
 def _open(datasets: dict[Path, PreparedDataset], data: Path) -> PreparedDataset:

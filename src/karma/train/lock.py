@@ -28,6 +28,11 @@ from karma.errors import KarmaError
 
 LOCK_FILE = ".lock"
 
+
+class RunDirInUse(KarmaError):
+    """Another live process holds the run directory's lock."""
+
+
 # Directories this process holds: resolved path -> (pid, file descriptor, nesting depth). The
 # pid guards against a forked child believing it holds its parent's locks.
 _held: dict[Path, tuple[int, int, int]] = {}
@@ -56,7 +61,7 @@ class RunDirLock:
             except BlockingIOError:
                 holder = _holder_pid(fd)
                 os.close(fd)
-                raise KarmaError(
+                raise RunDirInUse(
                     f"run directory {self.run_dir} is in use by pid {holder} (another training "
                     "process); wait for it or use another output_dir"
                 ) from None
