@@ -143,6 +143,7 @@ def diagnose_run(
     width: int | None = None,
     seed: int = 0,
     probe_examples: Examples | None = None,
+    progress: bool = True,
 ) -> RunDiagnostics:
     """Attention summary (KARMA runs) on `examples` and fidelity probes on `probe_examples`
     (default: the same examples)."""
@@ -155,7 +156,9 @@ def diagnose_run(
     result = RunDiagnostics(label=run.label, fidelity={})
     encoder = getattr(retriever, "encoder", None)
     if encoder is not None:
-        result.attention = collect_readout_attention(encoder, examples, batch_size=batch_size)
+        result.attention = collect_readout_attention(
+            encoder, examples, batch_size=batch_size, progress=progress
+        )
         result.summary = summarize(result.attention, width)
     else:
         result.notes.append(f"{type(retriever).__name__} has no LLM encoder: no attention metrics")

@@ -115,7 +115,7 @@ def run_grid(grid: GridConfig, progress: bool = True) -> list[RunResult]:
             logger.info(
                 "[%d/%d] %s seed %d: finished earlier, loading %s", n, total, spec.name, seed, done
             )
-            results.append(_load_finished(grid, done, partial(_open, datasets, data)))
+            results.append(_load_finished(grid, done, partial(_open, datasets, data), progress))
             continue
         with ExitStack() as held:
             try:  # the trainer takes the same (re-entrant) lock; here it also covers evaluation
@@ -125,7 +125,7 @@ def run_grid(grid: GridConfig, progress: bool = True) -> list[RunResult]:
                 skipped.append(f"{spec.name} seed {seed}")
                 continue
             if done.is_file():  # another process finished it while this one was checking
-                results.append(_load_finished(grid, done, partial(_open, datasets, data)))
+                results.append(_load_finished(grid, done, partial(_open, datasets, data), progress))
                 continue
             logger.info("[%d/%d] %s seed %d -> %s", n, total, spec.name, seed, run_dir)
             dataset = _open(datasets, data)
@@ -143,11 +143,11 @@ def run_grid(grid: GridConfig, progress: bool = True) -> list[RunResult]:
 
 
 def _load_finished(
-    grid: GridConfig, done: Path, dataset_of: Callable[[], PreparedDataset]
+    grid: GridConfig, done: Path, dataset_of: Callable[[], PreparedDataset], progress: bool
 ) -> RunResult:
     """A finished cell's result, brought up to date (and written back) if an older karma wrote it."""
     result = RunResult.from_dict(json.loads(done.read_text(encoding="utf-8")))
-    if _bring_up_to_date(grid, result, dataset_of, done.parent):
+    if _bring_up_to_date(grid, result, dataset_of, done.parent, progress):
         _write_result(result, done)
     return result
 
@@ -170,6 +170,7 @@ def _bring_up_to_date(
     result: RunResult,
     dataset_of: Callable[[], PreparedDataset],
     run_dir: Path,
+    progress: bool = True,
 ) -> bool:
     """Fill in what a result finished by an older karma lacks, from its saved model (never
     retraining): cold-only ranks on a new-item split, diagnostics of the current version.
@@ -187,7 +188,9 @@ def _bring_up_to_date(
         )
         dataset = dataset_of()
         retriever = load_retriever(run_dir, dataset.root)
-        result.diagnostics = run_diagnostics(grid, retriever, dataset, run_dir, result.seed)
+        result.diagnostics = run_diagnostics(
+            grid, retriever, dataset, run_dir, result.seed, progress
+        )
         result.diagnostics_version = DIAGNOSTICS_VERSION
         changed = True
     return changed
@@ -221,7 +224,9 @@ def run_one(
     (run_dir / "metrics.json").write_text(result.to_json(), encoding="utf-8")
     (run_dir / "metrics.md").write_text(result.to_markdown(), encoding="utf-8")
     diagnostics = (
-        run_diagnostics(grid, retriever, dataset, run_dir, seed) if grid.diagnostics else {}
+        run_diagnostics(grid, retriever, dataset, run_dir, seed, progress)
+        if grid.diagnostics
+        else {}
     )
     return _run_result(spec.name, seed, result, diagnostics, seconds)
 
@@ -266,14 +271,21 @@ def train_retriever(
 
 
 def run_diagnostics(
-    grid: GridConfig, retriever: Retriever, dataset: PreparedDataset, run_dir: Path, seed: int
+    grid: GridConfig,
+    retriever: Retriever,
+    dataset: PreparedDataset,
+    run_dir: Path,
+    seed: int,
+    progress: bool = True,
 ) -> dict[str, float]:
     """Sink mass and barcode (LLM runs) and semantic fidelity (every run) as flat numbers."""
     all_examples = dataset.examples(grid.split)
     examples = sample_examples(all_examples, grid.diagnostic_users, seed)
     probe_examples = sample_examples(all_examples, grid.probe_users, seed)
     run = LoadedRun(retriever.name, retriever, Path(dataset.root))
-    diagnosed = diagnose_run(run, dataset, examples, seed=seed, probe_examples=probe_examples)
+    diagnosed = diagnose_run(
+        run, dataset, examples, seed=seed, probe_examples=probe_examples, progress=progress
+    )
     write_report([diagnosed], run_dir / "diagnostics")
     return flat_diagnostics(diagnosed.summary, diagnosed.fidelity)
 
