@@ -111,12 +111,6 @@ def run_grid(grid: GridConfig, progress: bool = True) -> list[RunResult]:
         run_dir = grid.run_dir(spec, seed)
         done = run_dir / RESULT_FILE
         data = grid.data_of(spec)
-        if done.is_file():
-            logger.info(
-                "[%d/%d] %s seed %d: finished earlier, loading %s", n, total, spec.name, seed, done
-            )
-            results.append(_load_finished(grid, done, partial(_open, datasets, data), progress))
-            continue
         with ExitStack() as held:
             try:  # the trainer takes the same (re-entrant) lock; here it also covers evaluation
                 held.enter_context(RunDirLock(run_dir))
@@ -124,12 +118,19 @@ def run_grid(grid: GridConfig, progress: bool = True) -> list[RunResult]:
                 logger.warning("[%d/%d] %s seed %d: skipped, %s", n, total, spec.name, seed, busy)
                 skipped.append(f"{spec.name} seed {seed}")
                 continue
-            if done.is_file():  # another process finished it while this one was checking
+            if done.is_file():
+                logger.info(
+                    "[%d/%d] %s seed %d: finished earlier, loading %s",
+                    n,
+                    total,
+                    spec.name,
+                    seed,
+                    done,
+                )
                 results.append(_load_finished(grid, done, partial(_open, datasets, data), progress))
                 continue
             logger.info("[%d/%d] %s seed %d -> %s", n, total, spec.name, seed, run_dir)
-            dataset = _open(datasets, data)
-            result = run_one(grid, spec, seed, dataset, progress)
+            result = run_one(grid, spec, seed, _open(datasets, data), progress)
             _write_result(result, done)  # the marker appears only once everything succeeded
             results.append(result)
     if skipped:
@@ -172,43 +173,34 @@ def _bring_up_to_date(
     run_dir: Path,
     progress: bool = True,
 ) -> bool:
-    """Fill in what a result finished by an older karma lacks, from its saved model (never
-    retraining): cold-only ranks on a new-item split, diagnostics of the current version.
-    True when `result` changed."""
-    changed = False
-    if result.cold_only_ranks is None and len(dataset_of().cold_items):
-        add_cold_only_ranks(grid, result, dataset_of(), run_dir)
-        changed = True
-    if grid.diagnostics and result.diagnostics_version < DIAGNOSTICS_VERSION:
+    """Fill in what a result finished by an older karma lacks, from its saved model (loaded once,
+    never retrained): cold-only ranks on a new-item split, so the report's paired new-item Δ
+    covers every seed, and diagnostics of the current version. True when `result` changed."""
+    stale_cold = result.cold_only_ranks is None and len(dataset_of().cold_items) > 0
+    stale_diagnostics = grid.diagnostics and result.diagnostics_version < DIAGNOSTICS_VERSION
+    if not (stale_cold or stale_diagnostics):
+        return False
+    dataset = dataset_of()
+    retriever = load_retriever(run_dir, dataset.root)  # once for both
+    if stale_cold:
+        logger.info(
+            "%s seed %d: adding its cold-only ranks (evaluation only)", result.name, result.seed
+        )
+        evaluated = evaluate(retriever, dataset, grid.split, bootstrap=0, seed=result.seed)
+        result.cold_only_user_ids = evaluated.cold_only_user_ids
+        result.cold_only_ranks = evaluated.cold_only_ranks
+    if stale_diagnostics:
         logger.info(
             "%s seed %d: diagnostics of version %d, diagnosing again (no training)",
             result.name,
             result.seed,
             result.diagnostics_version,
         )
-        dataset = dataset_of()
-        retriever = load_retriever(run_dir, dataset.root)
         result.diagnostics = run_diagnostics(
             grid, retriever, dataset, run_dir, result.seed, progress
         )
         result.diagnostics_version = DIAGNOSTICS_VERSION
-        changed = True
-    return changed
-
-
-def add_cold_only_ranks(
-    grid: GridConfig, result: RunResult, dataset: PreparedDataset, run_dir: Path
-) -> RunResult:
-    """A result finished before karma kept cold-only ranks: evaluate its saved model again (no
-    training) and add them, so the report's paired new-item Δ covers every seed."""
-    logger.info(
-        "%s seed %d: adding its cold-only ranks (evaluation only)", result.name, result.seed
-    )
-    retriever = load_retriever(run_dir, dataset.root)
-    evaluated = evaluate(retriever, dataset, grid.split, bootstrap=0, seed=result.seed)
-    result.cold_only_user_ids = evaluated.cold_only_user_ids
-    result.cold_only_ranks = evaluated.cold_only_ranks
-    return result
+    return True
 
 
 def run_one(
