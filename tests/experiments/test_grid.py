@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from karma.experiments import runner
 from karma.experiments.grid import GridConfig
 from karma.experiments.report import write_report
 from karma.testing.datasets import write_leave_one_out
+from karma.train.lock import LOCK_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 GENRES = ["comedy", "drama", "horror", "space", "western"]
@@ -189,3 +192,51 @@ def test_select_keeps_the_named_runs_and_their_baselines_in_grid_order(tmp_path:
 def test_flat_diagnostics_take_the_title_probe_auc() -> None:
     fidelity = {"title": {"retrieval_auc": 0.625, "token_accuracy": 0.375}}
     assert runner.flat_diagnostics(None, fidelity) == {"title_auc": 0.625}
+
+
+def test_init_from_names_an_earlier_karma_run_on_the_same_data(tmp_path: Path) -> None:
+    path = tmp_path / "grid.yaml"
+    head = "data: d/loo\nruns:\n  - {name: pop, kind: popularity}\n"
+    cases = {
+        "  - {name: a, kind: karma, config: c.yaml}\n"
+        "  - {name: b, kind: karma, config: c.yaml, init_from: zz}\n": "init_from 'zz'",
+        "  - {name: b, kind: karma, config: c.yaml, init_from: a}\n"
+        "  - {name: a, kind: karma, config: c.yaml}\n": "listed before it",
+        "  - {name: a, kind: karma, config: c.yaml}\n"
+        "  - {name: b, kind: karma, config: c.yaml, init_from: pop}\n": "candidates: \\['a'\\]",
+        "  - {name: a, kind: karma, config: c.yaml, data: d/cold, baseline: a}\n"
+        "  - {name: b, kind: karma, config: c.yaml, init_from: a}\n": "different data",
+        "  - {name: b, kind: popularity, init_from: pop}\n": "only a karma run",
+    }
+    for runs, message in cases.items():
+        path.write_text(head + runs)
+        with pytest.raises(ConfigError, match=message):
+            load_config(GridConfig, path)
+    path.write_text(
+        head + "  - {name: a, kind: karma, config: c.yaml}\n"
+        "  - {name: b, kind: karma, config: c.yaml, baseline: a}\n"
+        "  - {name: c, kind: karma, config: c.yaml, baseline: pop, init_from: b}\n"
+    )
+    grid = load_config(GridConfig, path)
+    assert [r.name for r in grid.select(["c"]).runs] == ["pop", "a", "b", "c"]  # b via init_from
+
+
+def test_a_run_starts_from_its_source_cell_once_that_one_finished(tmp_path: Path) -> None:
+    grid = _grid(tmp_path)
+    source, warm = grid.runs[2], grid.runs[3]  # action-only, karma
+    warm.init_from = source.name
+    grid.runs = [grid.runs[0], source, warm]
+    busy = grid.run_dir(source, 0)
+    busy.mkdir(parents=True)
+    fd = os.open(busy / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another stream trains the source
+    try:
+        first = runner.run_grid(grid, progress=False)
+    finally:
+        os.close(fd)
+    assert [r.name for r in first] == ["popularity"]  # karma waits for its source
+    assert not (grid.run_dir(warm, 0) / "checkpoints").exists()
+    again = runner.run_grid(grid, progress=False)
+    assert [r.name for r in again] == ["popularity", "action-only", "karma"]
+    saved = (grid.run_dir(warm, 0) / "run_config.yaml").read_text()
+    assert f"init_from: {grid.run_dir(source, 0).resolve()}" in saved

@@ -48,12 +48,17 @@ class RunSpec:
     baseline: str | None = None
     """run this one is compared against with the paired bootstrap (null = the grid's baseline);
     it must use the same data"""
+    init_from: str | None = None
+    """karma runs: an earlier karma run of the grid (on the same data) whose trained model, same
+    seed, this one starts from (train.init_from); null = train from the config's initialization"""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
             raise ValueError(f"name: must be a non-empty directory name, got {self.name!r}")
         if self.kind in ("karma", "sasrec") and self.config is None:
             raise ValueError(f"config: a {self.kind} run ({self.name}) needs a config file")
+        if self.init_from is not None and self.kind != "karma":
+            raise ValueError(f"init_from: only a karma run can start from another ({self.name})")
 
 
 @dataclass
@@ -113,6 +118,21 @@ class GridConfig:
                     f"runs: {spec.name!r} ({self.data_of(spec)}) and its baseline {base.name!r} "
                     f"({self.data_of(base)}) use different data; give it a baseline on its data"
                 )
+        for position, spec in enumerate(self.runs):
+            if spec.init_from is None:
+                continue
+            source = by_name.get(spec.init_from)
+            earlier = [r.name for r in self.runs[:position] if r.kind == "karma"]
+            if source is None or source.name not in earlier:
+                raise ValueError(
+                    f"runs: init_from {spec.init_from!r} of run {spec.name!r} must name a karma "
+                    f"run listed before it (trained first); candidates: {earlier}"
+                )
+            if self.data_of(source) != self.data_of(spec):
+                raise ValueError(
+                    f"runs: {spec.name!r} ({self.data_of(spec)}) cannot start from "
+                    f"{source.name!r} ({self.data_of(source)}): they use different data"
+                )
         if self.diagnostic_users < 10:
             raise ValueError(f"diagnostic_users: need at least 10, got {self.diagnostic_users}")
         if self.probe_users < 10:
@@ -147,8 +167,9 @@ class GridConfig:
             spec.config = found
 
     def select(self, names: list[str]) -> GridConfig:
-        """The grid cut to the runs `names` and the baselines they are compared against (each
-        run's `baseline_of`, transitively), in the grid's order; unknown names are an error."""
+        """The grid cut to the runs `names`, the baselines they are compared against (each
+        run's `baseline_of`) and the runs they start from (`init_from`), transitively, in the
+        grid's order; unknown names are an error."""
         by_name = {r.name: r for r in self.runs}
         unknown = [n for n in names if n not in by_name]
         if unknown:
@@ -162,6 +183,8 @@ class GridConfig:
             if name not in keep:
                 keep.add(name)
                 todo.append(self.baseline_of(by_name[name]))
+                if by_name[name].init_from is not None:
+                    todo.append(by_name[name].init_from)
         baseline = self.baseline if self.baseline in keep else None
         return replace(self, runs=[r for r in self.runs if r.name in keep], baseline=baseline)
 

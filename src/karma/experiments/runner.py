@@ -129,6 +129,19 @@ def run_grid(grid: GridConfig, progress: bool = True) -> list[RunResult]:
                 )
                 results.append(_load_finished(grid, done, partial(_open, datasets, data), progress))
                 continue
+            source = _unfinished_source(grid, spec, seed)
+            if source is not None:
+                logger.warning(
+                    "[%d/%d] %s seed %d: skipped, it starts from %s seed %d, which has not finished",
+                    n,
+                    total,
+                    spec.name,
+                    seed,
+                    source,
+                    seed,
+                )
+                skipped.append(f"{spec.name} seed {seed}")
+                continue
             logger.info("[%d/%d] %s seed %d -> %s", n, total, spec.name, seed, run_dir)
             result = run_one(grid, spec, seed, _open(datasets, data), progress)
             _write_result(result, done)  # the marker appears only once everything succeeded
@@ -141,6 +154,15 @@ def run_grid(grid: GridConfig, progress: bool = True) -> list[RunResult]:
             ", ".join(skipped),
         )
     return results
+
+
+def _unfinished_source(grid: GridConfig, spec: RunSpec, seed: int) -> str | None:
+    """The run `spec` starts from (`init_from`) when its cell of `seed` has not finished (another
+    process holds it, or it failed), else None."""
+    if spec.init_from is None:
+        return None
+    source = next(r for r in grid.runs if r.name == spec.init_from)
+    return None if (grid.run_dir(source, seed) / RESULT_FILE).is_file() else source.name
 
 
 def _load_finished(
@@ -256,6 +278,9 @@ def train_retriever(
         *([f"feature={spec.feature}"] if spec.feature is not None else []),
         *recipe.run_overrides(seed, progress, grid.threads, grid.time_budget_minutes),
     ]
+    if spec.init_from is not None:
+        source = next(r for r in grid.runs if r.name == spec.init_from)
+        overrides.append(f"train.init_from={grid.run_dir(source, seed).resolve()}")
     config = load_config(recipe.config_type, spec.config, overrides)
     data = grid.data_of(spec)
     recipe.train(config, run_dir, data, progress=progress)

@@ -147,6 +147,69 @@ def load_encoder_weights(
         raise KarmaError(f"{path}: the encoder does not match the run's config ({exc})") from None
 
 
+def init_weights_dir(source: Path) -> Path:
+    """The directory holding the weights `train.init_from` names: itself when it holds
+    `model.safetensors` (a `best/` or `checkpoints/step_*` directory), else a run directory's
+    `best/`."""
+    source = Path(source)
+    for directory in (source, source / "best"):
+        if (directory / MODEL_FILE).is_file():
+            return directory
+    raise KarmaError(
+        f"train.init_from: no {MODEL_FILE} in {source} or {source / 'best'}; give a trained run "
+        "directory, its best/ or one of its checkpoints/step_* directories"
+    )
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """What `load_matching_weights` did: tensor names loaded, kept at their initialization (not in
+    the source) and left unused (in the source, not in the model)."""
+
+    loaded: list[str]
+    kept: list[str]
+    unused: list[str]
+
+
+def load_matching_weights(model: nn.Module, source: Path) -> WarmStart:
+    """Warm-start `model` from another run's weights (`train.init_from`): every tensor of the
+    source whose name is in the model's state_dict is loaded into it; the model's other tensors keep
+    their initialization (e.g. knowledge heads an action-only source never had) and the source's
+    other tensors are ignored. A tensor whose shape differs (another catalog, model size or LoRA
+    rank) is an error, as is a source sharing no tensor with the model."""
+    directory = init_weights_dir(source)
+    path = directory / MODEL_FILE
+    own = model.state_dict()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    state: dict[str, torch.Tensor] = {}
+    unused: list[str] = []
+    mismatched: list[str] = []
+    with safe_open(str(path), framework="pt", device=str(device)) as handle:
+        names = list(handle.keys())
+        for key in names:
+            if key not in own:
+                unused.append(key)
+                continue
+            shape = tuple(handle.get_slice(key).get_shape())
+            if shape != tuple(own[key].shape):
+                mismatched.append(f"{key} {list(shape)} there, {list(own[key].shape)} here")
+                continue
+            state[key] = handle.get_tensor(key)
+    if mismatched:
+        raise KarmaError(
+            f"train.init_from: {path} does not fit this model (another catalog, model size or "
+            f"LoRA rank?): {'; '.join(mismatched[:3])}"
+            + (f" and {len(mismatched) - 3} more" if len(mismatched) > 3 else "")
+        )
+    if not state:
+        raise KarmaError(
+            f"train.init_from: {path} shares no tensor with this model; is it a karma run's weights?"
+        )
+    model.load_state_dict(state, strict=False)
+    kept = [key for key in own if key not in state]
+    return WarmStart(loaded=list(state), kept=kept, unused=unused)
+
+
 def rng_states() -> dict[str, Any]:
     """All random generator states, in types `torch.load(weights_only=True)` accepts."""
     bit_generator, keys, pos, has_gauss, cached_gauss = np.random.get_state()  # type: ignore[misc]

@@ -38,6 +38,11 @@ class TrainConfig:
     (then validates and saves as at a normal end: the run is finished, not resumable); null = no
     budget. To stop for now and continue later, pause instead (the pause option of karma train,
     pause_at of Trainer)"""
+    init_from: str | None = None
+    """start a fresh run from another run's weights: its run directory (its best model), its best/
+    or one of its checkpoints/step_* directories. Tensors with the same name are loaded (their
+    shapes must match), the others keep their initialization; the optimizer starts fresh. Ignored
+    when resuming (the checkpoint has the weights). null = start from the config's initialization"""
     semantic_warmup_steps: int = 0
     """optimizer steps of the semantic warm-up stage ("warmup": knowledge objectives only, no action
     loss) before the joint stage; 0 = skip it"""

@@ -52,6 +52,7 @@ from karma.train.checkpoint import (
     TrainerState,
     latest_checkpoint,
     load_checkpoint,
+    load_matching_weights,
     restore_rng_states,
     rng_states,
     save_best,
@@ -149,6 +150,8 @@ class Trainer:
             random.seed(cfg.seed + self.rank)
             np.random.seed(cfg.seed + self.rank)
             torch.manual_seed(cfg.seed + self.rank)
+            if cfg.init_from is not None:
+                self._warm_start(Path(cfg.init_from))
             return
         if cfg.distributed == "fsdp":
             raise ConfigError("train.distributed: resuming an fsdp run is not supported yet")
@@ -159,6 +162,20 @@ class Trainer:
         # Last: nothing after this may draw random numbers the uninterrupted run did not draw.
         restore_rng_states(self._resumed_training_state["rng"])
         logger.info("resumed from %s (step %d)", checkpoint, self.state.step)
+
+    def _warm_start(self, source: Path) -> None:
+        if self.config.distributed == "fsdp":
+            raise ConfigError("train.init_from: not supported with distributed fsdp yet")
+        done = load_matching_weights(self.task.model, source)
+        logger.info(
+            "initialized from %s: %d tensors loaded, %d kept at their initialization%s",
+            source,
+            len(done.loaded),
+            len(done.kept),
+            f" ({', '.join(done.kept[:5])}{', ...' if len(done.kept) > 5 else ''})"
+            if done.kept
+            else "",
+        )
 
     def _setup_accelerator(self) -> None:
         from accelerate import Accelerator, FullyShardedDataParallelPlugin
