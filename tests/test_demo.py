@@ -30,6 +30,7 @@ runs:
   - name: search-karma
     kind: karma
     config: configs/debug/tiny.yaml
+    init_from: karma
     overrides: [data.mode=search, train.max_steps=4, train.eval_every=2,
                 train.checkpoint_every=2, train.lr_warmup_steps=1,
                 knowledge.reconstruction_weight=0.5]
@@ -46,6 +47,9 @@ runs:
     # ... from the search-mode run, whose LLM reads the query (not retrieve-then-filter)
     assert "(search-karma run, test users; the LLM reads the query and the history)" in printed
     assert (out / "results.md").is_file() and (out / "recall_at_k.png").is_file()
+    # as the shipped demo: the search model starts from the recommendation run's weights
+    saved = (out / "search-karma" / "seed0" / "run_config.yaml").read_text()
+    assert f"init_from: {(out / 'karma' / 'seed0').resolve()}" in saved
 
 
 def test_demo_grid_missing_is_a_one_line_error(tmp_path: Path, capsys) -> None:
