@@ -8,26 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_toy_task import ToyTask
+from train_toy_task import FAST, ToyTask
 
 from karma.errors import ConfigError, KarmaError
 from karma.train.checkpoint import latest_checkpoint, list_checkpoints, load_model_weights
 from karma.train.config import TrainConfig
 from karma.train.schedule import warmup_cosine_factor
 from karma.train.trainer import Trainer
-
-FAST = TrainConfig(
-    lr=0.02,
-    lr_warmup_steps=2,
-    max_steps=8,
-    eval_every=4,
-    checkpoint_every=4,
-    log_every=1,
-    tensorboard=False,
-    progress_bar=False,
-    num_threads=1,
-    early_stopping_metric="ndcg@10",
-)
 
 
 def read_log(run_dir: Path) -> list[dict]:
@@ -273,7 +260,7 @@ import torch
 
 sys.path.insert(0, {tests!r})
 from test_trainer import FAST
-from train_toy_task import ToyTask
+from train_toy_task import FAST, ToyTask
 
 from karma.train.trainer import Trainer
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from train_toy_task import ToyTask
+from train_toy_task import FAST, ToyTask
 
 from karma.errors import KarmaError
 from karma.train.checkpoint import (
@@ -18,20 +18,7 @@ from karma.train.checkpoint import (
     load_matching_weights,
     load_model_weights,
 )
-from karma.train.config import TrainConfig
 from karma.train.trainer import Trainer
-
-FAST = TrainConfig(
-    lr=0.02,
-    lr_warmup_steps=2,
-    max_steps=4,
-    eval_every=0,
-    checkpoint_every=0,
-    log_every=1,
-    tensorboard=False,
-    progress_bar=False,
-    num_threads=1,
-)
 
 
 def _save(directory: Path, tensors: dict[str, torch.Tensor]) -> Path:
@@ -74,7 +61,11 @@ def test_a_shape_mismatch_or_no_shared_tensor_is_an_error(tmp_path: Path) -> Non
 
 def test_a_fresh_run_starts_from_the_source_and_a_resumed_one_ignores_it(tmp_path: Path) -> None:
     source_task = ToyTask(init_seed=1)
-    Trainer(FAST, source_task, tmp_path / "source").fit()
+    Trainer(
+        replace(FAST, max_steps=4, eval_every=0, checkpoint_every=0),
+        source_task,
+        tmp_path / "source",
+    ).fit()
     best = {k: v.clone() for k, v in source_task.validated_states[-1].items()}
     own_init = ToyTask(init_seed=2).model.state_dict()
     assert not torch.equal(best["0.weight"], own_init["0.weight"])  # the test can tell them apart
@@ -89,14 +80,18 @@ def test_a_fresh_run_starts_from_the_source_and_a_resumed_one_ignores_it(tmp_pat
         return original(batch, stage)
 
     warm.loss_step = spy  # type: ignore[method-assign]
-    config = replace(FAST, max_steps=1, init_from=str(tmp_path / "source"))
+    config = replace(
+        FAST, max_steps=1, eval_every=0, checkpoint_every=0, init_from=str(tmp_path / "source")
+    )
     Trainer(config, warm, tmp_path / "warm").fit()
     for key, value in loaded[0].items():
         assert torch.equal(value, best[key]), key
 
     # Resuming: the checkpoint has the weights; init_from must not overwrite them.
     resumed = ToyTask(init_seed=3)
-    config = replace(FAST, max_steps=2, checkpoint_every=1, init_from=str(tmp_path / "source"))
+    config = replace(
+        FAST, max_steps=2, eval_every=0, checkpoint_every=1, init_from=str(tmp_path / "source")
+    )
     Trainer(replace(config, max_steps=1), ToyTask(init_seed=3), tmp_path / "r").fit()
     at_checkpoint = ToyTask(init_seed=4)
     load_model_weights(at_checkpoint.model, latest_checkpoint(tmp_path / "r"))

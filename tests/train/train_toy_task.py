@@ -9,6 +9,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from karma.objectives.base import LossOutput
+from karma.train.config import TrainConfig
+
+# A few fast steps on one thread, no tensorboard or progress bar (tests replace() what they need).
+FAST = TrainConfig(
+    lr=0.02,
+    lr_warmup_steps=2,
+    max_steps=8,
+    eval_every=4,
+    checkpoint_every=4,
+    log_every=1,
+    tensorboard=False,
+    progress_bar=False,
+    num_threads=1,
+    early_stopping_metric="ndcg@10",
+)
 
 
 class ToyTask:
