@@ -1,12 +1,15 @@
-"""Cost of the knowledge regularizers per training step: action-only vs each objective vs all.
+"""Cost of the knowledge regularizers per training step: action-only vs each objective vs all,
+at one or several depths of the user-side LLM stack.
 
     python benchmarks/knowledge_step_cost.py --data DIR [--reps 2] [--threads 2]
+    python benchmarks/knowledge_step_cost.py --data DIR --layers 4 8 16 30 --settings action_only all
 
 Builds the task of configs/ml-100k/karma-smollm2.yaml (SmolLM2-135M truncated to 4 layers, LoRA,
-16 users a batch, every prefix trained) once per knowledge setting, and times `loss_step` +
-backward round-robin over the settings (median of --reps after one warm-up round; every setting
-sees the same batch sequence). DIR is a prepared ml-100k with `minilm` features.
-Writes benchmarks/results/knowledge_step_cost.json.
+16 users a batch, every prefix trained) once per knowledge setting (and per `--layers` depth:
+`model.backbone.num_layers`, 30 = the whole model), and times `loss_step` + backward round-robin
+over them (median of --reps after one warm-up round; every task sees the same batch sequence). DIR
+is a prepared ml-100k with `minilm` features. Writes benchmarks/results/knowledge_step_cost.json,
+or knowledge_step_cost_depth.json when --layers is given.
 """
 
 from __future__ import annotations
@@ -44,13 +47,21 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--layers", type=int, nargs="+", help="user-side decoder layers to compare (default: 4)"
+    )
+    parser.add_argument("--settings", nargs="+", help="knowledge settings to time (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    base = load_config(RunConfig, CONFIG, [f"data.path={args.data}"])
-    tasks = {
-        name: build_task(dataclasses.replace(base, knowledge=knowledge))
-        for name, knowledge in settings(base.knowledge).items()
-    }
+    tasks = {}
+    for layers in args.layers or [None]:
+        depth = [f"model.backbone.num_layers={layers}"] if layers else []
+        base = load_config(RunConfig, CONFIG, [f"data.path={args.data}", *depth])
+        for name, knowledge in settings(base.knowledge).items():
+            if args.settings and name not in args.settings:
+                continue
+            key = f"{name}@{layers}" if layers else name
+            tasks[key] = build_task(dataclasses.replace(base, knowledge=knowledge))
     batches = {name: task.batches(0) for name, task in tasks.items()}
     times: dict[str, list[float]] = {name: [] for name in tasks}
     # Round-robin over the settings, so load from other jobs on a shared CPU hits all alike.
@@ -66,14 +77,16 @@ def main() -> None:
     for name, measured in times.items():
         seconds[name] = round(sorted(measured[1:])[len(measured[1:]) // 2], 3)
         print(f"{name:12s} {seconds[name]:.2f} s/step  (all: {[round(t, 2) for t in measured]})")
+    reference = next(iter(seconds))  # the first setting at the first depth
     result = {
         "config": str(CONFIG.relative_to(ROOT)),
         "seconds_per_step": seconds,
-        "relative_to_action_only": {
-            k: round(v / seconds["action_only"], 2) for k, v in seconds.items()
+        f"relative_to_{reference}": {
+            k: round(v / seconds[reference], 2) for k, v in seconds.items()
         },
     }
-    print(write_result("knowledge_step_cost", result).read_text(encoding="utf-8"), end="")
+    name = "knowledge_step_cost_depth" if args.layers else "knowledge_step_cost"
+    print(write_result(name, result).read_text(encoding="utf-8"), end="")
 
 
 if __name__ == "__main__":
