@@ -59,6 +59,20 @@ def test_a_shape_mismatch_or_no_shared_tensor_is_an_error(tmp_path: Path) -> Non
         load_matching_weights(model, unrelated)
 
 
+def _record_first_step(task: ToyTask) -> list[dict[str, torch.Tensor]]:
+    """The weights `task` has when its first loss step runs (filled in by that step)."""
+    seen: list[dict[str, torch.Tensor]] = []
+    original = task.loss_step
+
+    def spy(batch: dict, stage: str):
+        if not seen:
+            seen.append({k: v.clone() for k, v in task.model.state_dict().items()})
+        return original(batch, stage)
+
+    task.loss_step = spy  # type: ignore[method-assign]
+    return seen
+
+
 def test_a_fresh_run_starts_from_the_source_and_a_resumed_one_ignores_it(tmp_path: Path) -> None:
     source_task = ToyTask(init_seed=1)
     Trainer(
@@ -71,24 +85,15 @@ def test_a_fresh_run_starts_from_the_source_and_a_resumed_one_ignores_it(tmp_pat
     assert not torch.equal(best["0.weight"], own_init["0.weight"])  # the test can tell them apart
 
     warm = ToyTask(init_seed=2, scripted_metrics=[0.0])
-    loaded: list[dict[str, torch.Tensor]] = []
-    original = warm.loss_step
-
-    def spy(batch: dict, stage: str):  # the weights the first step sees
-        if not loaded:
-            loaded.append({k: v.clone() for k, v in warm.model.state_dict().items()})
-        return original(batch, stage)
-
-    warm.loss_step = spy  # type: ignore[method-assign]
+    first = _record_first_step(warm)
     config = replace(
         FAST, max_steps=1, eval_every=0, checkpoint_every=0, init_from=str(tmp_path / "source")
     )
     Trainer(config, warm, tmp_path / "warm").fit()
-    for key, value in loaded[0].items():
+    for key, value in first[0].items():
         assert torch.equal(value, best[key]), key
 
     # Resuming: the checkpoint has the weights; init_from must not overwrite them.
-    resumed = ToyTask(init_seed=3)
     config = replace(
         FAST, max_steps=2, eval_every=0, checkpoint_every=1, init_from=str(tmp_path / "source")
     )
@@ -96,15 +101,8 @@ def test_a_fresh_run_starts_from_the_source_and_a_resumed_one_ignores_it(tmp_pat
     at_checkpoint = ToyTask(init_seed=4)
     load_model_weights(at_checkpoint.model, latest_checkpoint(tmp_path / "r"))
     assert not torch.equal(at_checkpoint.model[0].weight, best["0.weight"])
-    seen: list[dict[str, torch.Tensor]] = []
-    original_resumed = resumed.loss_step
-
-    def spy_resumed(batch: dict, stage: str):
-        if not seen:
-            seen.append({k: v.clone() for k, v in resumed.model.state_dict().items()})
-        return original_resumed(batch, stage)
-
-    resumed.loss_step = spy_resumed  # type: ignore[method-assign]
+    resumed = ToyTask(init_seed=3)
+    first = _record_first_step(resumed)
     Trainer(config, resumed, tmp_path / "r", resume=True).fit()
-    for key, value in seen[0].items():
+    for key, value in first[0].items():
         assert torch.equal(value, at_checkpoint.model.state_dict()[key]), key
