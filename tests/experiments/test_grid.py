@@ -240,3 +240,8 @@ def test_a_run_starts_from_its_source_cell_once_that_one_finished(tmp_path: Path
     assert [r.name for r in again] == ["popularity", "action-only", "karma"]
     saved = (grid.run_dir(warm, 0) / "run_config.yaml").read_text()
     assert f"init_from: {grid.run_dir(source, 0).resolve()}" in saved
+    # "train min" is the training time the run recorded (summed over resumed sessions)
+    from karma.runs import open_run
+
+    recorded = open_run(grid.run_dir(warm, 0)).info.train_seconds
+    assert recorded is not None and recorded > 0 and again[2].train_seconds == recorded

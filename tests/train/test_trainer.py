@@ -404,3 +404,28 @@ def test_pause_refuses_bad_settings(tmp_path: Path) -> None:
         Trainer(FAST, ToyTask(), tmp_path, pause_after_steps=0)
     with pytest.raises(ConfigError, match="fsdp run cannot pause"):
         Trainer(replace(FAST, distributed="fsdp"), ToyTask(), tmp_path, pause_at=0.0)
+
+
+def test_training_time_adds_up_over_a_pause_and_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import karma.train.trainer as trainer_module
+
+    now = [100.0]  # a clock that moves 1 s per loss step and nowhere else
+    monkeypatch.setattr(trainer_module.time, "monotonic", lambda: now[0])
+
+    def timed(task: ToyTask) -> ToyTask:
+        original = task.loss_step
+
+        def step(batch: dict, stage: str):
+            now[0] += 1.0
+            return original(batch, stage)
+
+        task.loss_step = step  # type: ignore[method-assign]
+        return task
+
+    first = Trainer(FAST, timed(ToyTask()), tmp_path, pause_after_steps=3).fit()
+    assert first["paused"] and first["train_seconds"] == 3.0
+    now[0] += 1000.0  # time between the sessions does not count
+    second = Trainer(FAST, timed(ToyTask()), tmp_path, resume=True).fit()
+    assert second["steps"] == 8 and second["train_seconds"] == 8.0

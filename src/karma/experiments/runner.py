@@ -22,12 +22,13 @@ import numpy as np
 from karma.config import load_config
 from karma.data.dataset import PreparedDataset
 from karma.diagnostics.commands import LoadedRun, diagnose_run, sample_examples, write_report
+from karma.errors import KarmaError
 from karma.eval.cold import flat_cold_metrics
 from karma.eval.evaluate import EvalResult, evaluate
 from karma.eval.metrics import TargetRanks
 from karma.eval.retriever import Retriever
 from karma.experiments.grid import GridConfig, RunSpec
-from karma.runs import load_retriever, recipe_for
+from karma.runs import load_retriever, open_run, recipe_for
 from karma.train.lock import RunDirInUse, RunDirLock
 
 logger = logging.getLogger(__name__)
@@ -233,7 +234,7 @@ def run_one(
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     retriever = train_retriever(grid, spec, seed, dataset, run_dir, progress)
-    seconds = time.monotonic() - start
+    seconds = _train_seconds(run_dir, time.monotonic() - start)
     result = evaluate(retriever, dataset, grid.split, bootstrap=grid.bootstrap, seed=seed)
     (run_dir / "metrics.json").write_text(result.to_json(), encoding="utf-8")
     (run_dir / "metrics.md").write_text(result.to_markdown(), encoding="utf-8")
@@ -243,6 +244,16 @@ def run_one(
         else {}
     )
     return _run_result(spec.name, seed, result, diagnostics, seconds)
+
+
+def _train_seconds(run_dir: Path, measured: float) -> float:
+    """The run's own training time, summed over the sessions of a resumed run, where its recipe
+    recorded it; else `measured` (this process's time, which misses earlier sessions)."""
+    try:
+        recorded = open_run(run_dir).info.train_seconds
+    except KarmaError:  # a kind without a run directory of its own
+        return measured
+    return measured if recorded is None else float(recorded)
 
 
 def _run_result(

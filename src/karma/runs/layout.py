@@ -58,6 +58,9 @@ class RunInfo:
     """optimizer step of the best validation (recipes trained by the Trainer)"""
     best_metric: float | None = None
     """the early-stopping metric at best_step"""
+    train_seconds: float | None = None
+    """wall-clock seconds of training, summed over the sessions of a resumed run (recipes trained
+    by the Trainer; null = not recorded)"""
     options: dict[str, Any] = field(default_factory=dict)
     """what the recipe needs to rebuild its retriever (e.g. num_items, feature, decay)"""
     schema_version: int = SCHEMA_VERSION
@@ -180,12 +183,18 @@ def start_run(
 
 
 def finish_run(
-    run: Run, best_step: int | None = None, best_metric: float | None = None, **options: Any
+    run: Run,
+    best_step: int | None = None,
+    best_metric: float | None = None,
+    train_seconds: float | None = None,
+    **options: Any,
 ) -> Run:
-    """Mark the run finished, recording its best step and metric (and any new options)."""
+    """Mark the run finished, recording its best step and metric, its training time (and any new
+    options)."""
     run.info.status = "finished"
     run.info.best_step = best_step
     run.info.best_metric = best_metric
+    run.info.train_seconds = train_seconds
     run.info.options.update(options)
     write_info(run)
     return run

@@ -66,6 +66,8 @@ class TrainerState:
     """early-stopping counter"""
     stopped_early: bool = False
     """training ended by early stopping (resuming does nothing more)"""
+    train_seconds: float = 0.0
+    """wall-clock seconds spent in `Trainer.fit` up to this state, summed over resumed calls"""
 
 
 def step_dir_name(step: int) -> str:

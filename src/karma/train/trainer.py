@@ -237,6 +237,7 @@ class Trainer:
         metrics, `stopped_early` and `paused`."""
         self._setup()
         self._fit_start = time.monotonic()
+        self._seconds_before = self.state.train_seconds  # earlier fit calls of a resumed run
         self._fit_first_step = self.state.step
         try:
             stages: list[tuple[Stage, int]] = [("joint", self.config.max_steps)]
@@ -254,6 +255,7 @@ class Trainer:
                 self._train_stage(stage, steps)
                 if self.state.stopped_early or self.paused:
                     break
+            self.state.train_seconds = self._train_seconds()
         finally:
             self.log.close()
         best_dir = self.run_dir / "best"
@@ -267,6 +269,7 @@ class Trainer:
             "best_metric": self.state.best_metric,
             "best_step": self.state.best_step,
             "best_model_dir": str(best_dir) if best_dir.is_dir() else None,
+            "train_seconds": self.state.train_seconds,
             "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
         }
 
@@ -544,8 +547,13 @@ class Trainer:
             return self.accelerator.get_state_dict(self.task.model)
         return self.task.model.state_dict()
 
+    def _train_seconds(self) -> float:
+        """Seconds spent in `fit` so far, this call and the earlier ones of a resumed run."""
+        return self._seconds_before + time.monotonic() - self._fit_start
+
     def save_checkpoint(self, optimizer: Optimizer, scheduler: LambdaLR) -> Path:
         """Write a resumable checkpoint of the current step (main process; others wait)."""
+        self.state.train_seconds = self._train_seconds()
         model_state = self._model_state()
         path = self.run_dir / "checkpoints"
         if self.is_main:

@@ -74,7 +74,12 @@ class KarmaRecipe:
             )
             summary = trainer.fit()
             if not summary["paused"]:  # a paused run is not finished: it resumes later
-                finish_run(run, summary.get("best_step"), summary.get("best_metric"))
+                finish_run(
+                    run,
+                    summary.get("best_step"),
+                    summary.get("best_metric"),
+                    summary.get("train_seconds"),
+                )
         return summary
 
     def load_encoder(self, run: Run, data: Path | None = None) -> TrainedEncoder:

@@ -79,7 +79,12 @@ class SASRecRecipe:
                 load_model_weights(task.model, Path(summary["best_model_dir"]))
             task.model.eval()
             SASRecRetriever(task.model).save(run_dir)
-            finish_run(run, summary.get("best_step"), summary.get("best_metric"))
+            finish_run(
+                run,
+                summary.get("best_step"),
+                summary.get("best_metric"),
+                summary.get("train_seconds"),
+            )
         return summary
 
     def load_retriever(self, run: Run, data: Path | None = None) -> SASRecRetriever:
