@@ -429,3 +429,14 @@ def test_training_time_adds_up_over_a_pause_and_resume(
     now[0] += 1000.0  # time between the sessions does not count
     second = Trainer(FAST, timed(ToyTask()), tmp_path, resume=True).fit()
     assert second["steps"] == 8 and second["train_seconds"] == 8.0
+
+
+def test_training_time_is_unknown_when_resuming_a_checkpoint_that_did_not_count_it(
+    tmp_path: Path,
+) -> None:
+    Trainer(FAST, ToyTask(), tmp_path, pause_after_steps=3).fit()
+    state_file = latest_checkpoint(tmp_path) / "trainer_state.json"
+    fields = json.loads(state_file.read_text())
+    del fields["train_seconds"]  # as an older karma wrote it
+    state_file.write_text(json.dumps(fields))
+    assert Trainer(FAST, ToyTask(), tmp_path, resume=True).fit()["train_seconds"] is None

@@ -66,8 +66,9 @@ class TrainerState:
     """early-stopping counter"""
     stopped_early: bool = False
     """training ended by early stopping (resuming does nothing more)"""
-    train_seconds: float = 0.0
-    """wall-clock seconds spent in `Trainer.fit` up to this state, summed over resumed calls"""
+    train_seconds: float | None = 0.0
+    """wall-clock seconds spent in `Trainer.fit` up to this state, summed over resumed calls (None:
+    unknown, the run started under a karma that did not count it)"""
 
 
 def step_dir_name(step: int) -> str:
@@ -274,7 +275,9 @@ def load_checkpoint(
 ) -> tuple[TrainerState, dict[str, torch.Tensor], dict[str, Any]]:
     """(trainer state, model state_dict on CPU, training state) of one checkpoint directory."""
     directory = Path(directory)
-    state = TrainerState(**json.loads((directory / TRAINER_STATE_FILE).read_text(encoding="utf-8")))
+    fields = json.loads((directory / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
+    fields.setdefault("train_seconds", None)  # written before karma counted it: unknown
+    state = TrainerState(**fields)
     model_state = load_file(str(directory / MODEL_FILE))
     training_state = torch.load(directory / TRAINING_STATE_FILE, weights_only=True)
     return state, model_state, training_state

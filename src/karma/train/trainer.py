@@ -547,8 +547,11 @@ class Trainer:
             return self.accelerator.get_state_dict(self.task.model)
         return self.task.model.state_dict()
 
-    def _train_seconds(self) -> float:
-        """Seconds spent in `fit` so far, this call and the earlier ones of a resumed run."""
+    def _train_seconds(self) -> float | None:
+        """Seconds spent in `fit` so far, this call and the earlier ones of a resumed run (None
+        when a checkpoint from before karma counted them left the earlier ones unknown)."""
+        if self._seconds_before is None:
+            return None
         return self._seconds_before + time.monotonic() - self._fit_start
 
     def save_checkpoint(self, optimizer: Optimizer, scheduler: LambdaLR) -> Path:
