@@ -190,3 +190,10 @@ class GridConfig:
 
     def run_dir(self, spec: RunSpec, seed: int) -> Path:
         return self.output_dir / spec.name / f"seed{seed}"
+
+    def init_dir(self, spec: RunSpec, seed: int) -> Path | None:
+        """The run directory, same seed, of the run `spec` starts from (`init_from`), or None."""
+        if spec.init_from is None:
+            return None
+        source = next(r for r in self.runs if r.name == spec.init_from)
+        return self.run_dir(source, seed)

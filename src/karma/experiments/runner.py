@@ -160,10 +160,8 @@ def run_grid(grid: GridConfig, progress: bool = True) -> list[RunResult]:
 def _unfinished_source(grid: GridConfig, spec: RunSpec, seed: int) -> str | None:
     """The run `spec` starts from (`init_from`) when its cell of `seed` has not finished (another
     process holds it, or it failed), else None."""
-    if spec.init_from is None:
-        return None
-    source = next(r for r in grid.runs if r.name == spec.init_from)
-    return None if (grid.run_dir(source, seed) / RESULT_FILE).is_file() else source.name
+    source = grid.init_dir(spec, seed)
+    return None if source is None or (source / RESULT_FILE).is_file() else spec.init_from
 
 
 def _load_finished(
@@ -289,9 +287,8 @@ def train_retriever(
         *([f"feature={spec.feature}"] if spec.feature is not None else []),
         *recipe.run_overrides(seed, progress, grid.threads, grid.time_budget_minutes),
     ]
-    if spec.init_from is not None:
-        source = next(r for r in grid.runs if r.name == spec.init_from)
-        overrides.append(f"train.init_from={grid.run_dir(source, seed).resolve()}")
+    if (source := grid.init_dir(spec, seed)) is not None:
+        overrides.append(f"train.init_from={source.resolve()}")
     config = load_config(recipe.config_type, spec.config, overrides)
     data = grid.data_of(spec)
     recipe.train(config, run_dir, data, progress=progress)

@@ -104,6 +104,11 @@ def _storable(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _device_of(module: nn.Module) -> torch.device:
+    """Where `module`'s parameters live (CPU for a module without any)."""
+    return next((p.device for p in module.parameters()), torch.device("cpu"))
+
+
 def save_model_weights(state_dict: dict[str, torch.Tensor], directory: Path) -> None:
     save_file(_storable(state_dict), str(Path(directory) / MODEL_FILE))
 
@@ -113,7 +118,7 @@ def load_model_weights(model: nn.Module, directory: Path, strict: bool = True) -
     path = Path(directory) / MODEL_FILE
     if not path.is_file():
         raise KarmaError(f"{path} does not exist; is {directory} a karma checkpoint or best/ dir?")
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = _device_of(model)
     model.load_state_dict(load_file(str(path), device=str(device)), strict=strict)
 
 
@@ -131,7 +136,7 @@ def load_encoder_weights(
     path = Path(directory) / MODEL_FILE
     if not path.is_file():
         raise KarmaError(f"{path} does not exist; is {directory} a karma checkpoint or best/ dir?")
-    device = next((p.device for p in encoder.parameters()), torch.device("cpu"))
+    device = _device_of(encoder)
     state: dict[str, torch.Tensor] = {}
     with safe_open(str(path), framework="pt", device=str(device)) as handle:
         keys = list(handle.keys())
@@ -183,7 +188,7 @@ def load_matching_weights(model: nn.Module, source: Path) -> WarmStart:
     directory = init_weights_dir(source)
     path = directory / MODEL_FILE
     own = model.state_dict()
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = _device_of(model)
     state: dict[str, torch.Tensor] = {}
     unused: list[str] = []
     mismatched: list[str] = []
