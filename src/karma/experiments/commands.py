@@ -24,18 +24,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "finished cells are shared with full runs of the grid",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument(
+        "--status",
+        action="store_true",
+        help="print where each run x seed stands (finished, training with its step and time "
+        "left, paused, waiting, not started) and exit; trains nothing, locks nothing",
+    )
     parser.set_defaults(func=experiment_command)
 
 
 def experiment_command(args: argparse.Namespace) -> int:
     from karma.config import load_config
     from karma.experiments.grid import GridConfig
-    from karma.experiments.report import write_report
-    from karma.experiments.runner import run_grid
 
     grid = load_config(GridConfig, args.grid, list(args.overrides))
     if args.only:
         grid = grid.select(args.only)
+    if args.status:
+        from karma.experiments.status import format_status, grid_status
+
+        print(format_status(grid_status(grid)))
+        return 0
+    from karma.experiments.report import write_report
+    from karma.experiments.runner import run_grid
+
     # Relative run configs: from the current directory, else next to the grid's configs/ tree.
     grid.resolve_configs([Path.cwd(), args.grid.resolve().parent.parent.parent])
     results = run_grid(grid, progress=not args.no_progress)

@@ -26,6 +26,8 @@ from typing import Literal
 from karma.errors import ConfigError
 
 RunKind = Literal["karma", "sasrec", "popularity", "frozen"]
+RESULT_FILE = "result.json"
+"""A cell's finished result in its run directory; it appears only once the cell is complete."""
 
 
 @dataclass

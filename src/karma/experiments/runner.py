@@ -27,12 +27,11 @@ from karma.eval.cold import flat_cold_metrics
 from karma.eval.evaluate import EvalResult, evaluate
 from karma.eval.metrics import TargetRanks
 from karma.eval.retriever import Retriever
-from karma.experiments.grid import GridConfig, RunSpec
+from karma.experiments.grid import RESULT_FILE, GridConfig, RunSpec
 from karma.runs import load_retriever, open_run, recipe_for
 from karma.train.lock import RunDirInUse, RunDirLock
 
 logger = logging.getLogger(__name__)
-RESULT_FILE = "result.json"
 DIAGNOSTICS_VERSION = 2
 """Bumped when a probe changes meaning (2: the title probe's retrieval AUC replaced its token
 accuracy); a finished result with an older version is diagnosed again from its saved model."""
