@@ -14,9 +14,7 @@ from karma.experiments.grid import RESULT_FILE, GridConfig, RunSpec
 from karma.train.lock import LOCK_FILE, RunDirLock
 
 CONFIG = Path("configs/debug/tiny.yaml")  # never read by --status
-PROC_LOCKS = pytest.mark.skipif(
-    not Path("/proc/locks").exists(), reason="needs Linux /proc/locks"
-)
+PROC_LOCKS = pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux /proc/locks")
 
 
 def _grid(out: Path) -> GridConfig:
