@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from karma.data.dataset import PreparedDataset, Split
+from karma.errors import KarmaError
+from karma.eval.evaluate import long_tail_items
 from karma.eval.experiment import paired_bootstrap, per_user_differences
 from karma.eval.metrics import DEFAULT_KS, TargetRanks, per_user_metrics
 from karma.experiments.grid import GridConfig
@@ -26,6 +30,11 @@ DIAGNOSTIC_COLUMNS = (
 )
 PAIRED_METRICS = ("hr@10", "hr@200")
 COLD_ONLY_METRICS = ("hr@10", "hr@50")
+LONG_TAIL_FRACTION = 0.8  # as karma.eval.evaluate: the long tail is the 80 % least-clicked items
+TARGET_SEGMENTS = ("head", "long_tail", "new")
+
+logger = logging.getLogger(__name__)
+Segments = dict[str, set[str]]  # segment name -> the user ids in it
 
 
 def write_csv(results: list[RunResult], path: Path) -> None:
@@ -50,11 +59,13 @@ def paired_delta(
     resamples: int,
     seed: int = 0,
     cold_only: bool = False,
+    users: set[str] | None = None,
 ) -> tuple[float, tuple[float, float]]:
     """Mean per-user difference candidate - baseline over matched (seed, user) pairs, 95% CI.
 
     `cold_only`: on the new-item segment (cold-target users ranked among the cold items alone)
-    instead of the full-catalog ranks; seeds without cold-only ranks on both sides are skipped."""
+    instead of the full-catalog ranks; seeds without cold-only ranks on both sides are skipped.
+    `users`: only these users (a segment); NaN when none of them is paired."""
 
     def ranks(r: RunResult) -> tuple[list[str], TargetRanks | None]:
         return (r.cold_only_user_ids, r.cold_only_ranks) if cold_only else (r.user_ids, r.ranks)
@@ -66,6 +77,9 @@ def paired_delta(
         if base is None:
             continue
         (base_users, base_ranks), (cand_users, cand_ranks) = ranks(base), ranks(cand)
+        if users is not None and cand_ranks is not None:
+            keep = np.array([i for i, u in enumerate(cand_users) if u in users], dtype=np.int64)
+            cand_users, cand_ranks = [cand_users[i] for i in keep], cand_ranks.subset(keep)
         if base_ranks is not None and cand_ranks is not None:
             diffs.append(
                 per_user_differences(base_users, base_ranks, cand_users, cand_ranks, metric)
@@ -77,8 +91,11 @@ def paired_delta(
     return paired.difference, paired.ci
 
 
-def results_markdown(grid: GridConfig, results: list[RunResult]) -> str:
-    """Mean ± std over seeds per run, paired Δ vs the baseline, and the collapse diagnostics."""
+def results_markdown(
+    grid: GridConfig, results: list[RunResult], segments: dict[Path, Segments] | None = None
+) -> str:
+    """Mean ± std over seeds per run, paired Δ vs the baseline, and the collapse diagnostics;
+    with `segments` (per dataset, see `target_segments`) also the paired Δ by target segment."""
     by_run: dict[str, list[RunResult]] = defaultdict(list)
     for r in results:
         by_run[r.name].append(r)
@@ -118,7 +135,71 @@ def results_markdown(grid: GridConfig, results: list[RunResult]) -> str:
             cells.append(_mean_std([r.diagnostics.get(c) for r in runs], digits=3))
         cells.append(f"{np.mean([r.train_seconds for r in runs]) / 60:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n" + cold_only_markdown(grid, by_run)
+    tables = cold_only_markdown(grid, by_run)
+    if segments:
+        tables += segment_markdown(grid, by_run, segments)
+    return "\n".join(lines) + "\n" + tables
+
+
+def target_segments(dataset: PreparedDataset, split: Split) -> Segments:
+    """The users of `split` by their target's training clicks: `head` (a target among the 20 %
+    most-clicked items, as `karma.eval.evaluate`'s long-tail cut), `long_tail` (clicked, but not
+    in the head) and `new` (never clicked in training: a new item, or one only seen outside it)."""
+    examples = dataset.examples(split)
+    counts = dataset.train_item_counts()
+    tail = long_tail_items(counts, LONG_TAIL_FRACTION)
+    out: Segments = {name: set() for name in TARGET_SEGMENTS}
+    for user, target in zip(examples.user_ids, examples.targets):
+        clicks = counts[int(target)]
+        name = "new" if clicks == 0 else "long_tail" if tail[int(target)] else "head"
+        out[name].add(str(user))
+    return out
+
+
+def segment_markdown(
+    grid: GridConfig, by_run: dict[str, list[RunResult]], segments: dict[Path, Segments]
+) -> str:
+    """Each run's paired Δ against its baseline within each target segment (users pooled over
+    seeds); empty when no run has a baseline of its own to compare with."""
+    rows = [
+        s
+        for s in grid.runs
+        if s.name != grid.baseline_of(s) and by_run.get(s.name) and by_run.get(grid.baseline_of(s))
+    ]
+    used = [
+        name
+        for name in TARGET_SEGMENTS
+        if any(segments.get(grid.data_of(s), {}).get(name) for s in rows)
+    ]
+    if not rows or not used:
+        return ""
+    header = ["run", "baseline"]
+    for name in used:
+        header += [f"{name} users"] + [f"{name} Δ{m} [95% CI]" for m in PAIRED_METRICS]
+    lines = [
+        "",
+        "## By target segment: where the difference comes from",
+        "",
+        "Users split by their target's training clicks: `head` = among the 20 % most-clicked "
+        "items, `long_tail` = the other clicked items, `new` = never clicked in training. Δ is "
+        "paired per user against the run's baseline over the full catalog, pooled over seeds "
+        "(users counted once per seed). A breakdown, not a pre-registered test: read a "
+        "segment's CI with the number of segments in mind.",
+        "",
+        *_table_head(header),
+    ]
+    for spec in rows:
+        runs, baseline = by_run[spec.name], by_run[grid.baseline_of(spec)]
+        of_data = segments.get(grid.data_of(spec), {})
+        cells = [spec.name, grid.baseline_of(spec)]
+        for name in used:
+            users = of_data.get(name, set())
+            paired = sum(len(users.intersection(r.user_ids)) for r in runs)
+            cells.append(str(paired))
+            for m in PAIRED_METRICS:
+                cells.append(_delta_cell(baseline, runs, m, grid.bootstrap, users=users))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def cold_only_markdown(grid: GridConfig, by_run: dict[str, list[RunResult]]) -> str:
@@ -166,11 +247,17 @@ def _delta_cell(
     metric: str,
     resamples: int,
     cold_only: bool = False,
+    users: set[str] | None = None,
 ) -> str:
-    """`Δ [lo, hi]` of `paired_delta`, starred when the CI excludes 0; empty without a baseline."""
+    """`Δ [lo, hi]` of `paired_delta`, starred when the CI excludes 0; empty without a baseline
+    (or, within a segment, without a paired user)."""
     if not baseline:
         return ""
-    delta, (lo, hi) = paired_delta(baseline, runs, metric, resamples, cold_only=cold_only)
+    delta, (lo, hi) = paired_delta(
+        baseline, runs, metric, resamples, cold_only=cold_only, users=users
+    )
+    if np.isnan(delta):
+        return ""
     mark = " *" if lo > 0 or hi < 0 else ""
     return f"{delta:+.4f} [{lo:+.4f}, {hi:+.4f}]{mark}"
 
@@ -293,11 +380,27 @@ def write_report(grid: GridConfig, results: list[RunResult]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "results.csv", out / "results.md", out / "recall_at_k.png"]
     write_csv(results, written[0])
-    written[1].write_text(results_markdown(grid, results), encoding="utf-8")
+    segments = _segments_of(grid, {r.name for r in results})
+    written[1].write_text(results_markdown(grid, results, segments), encoding="utf-8")
     plot_recall_curves(grid, results, written[2])
     if plot_training_curves(grid, out / "training_curves.png"):
         written.append(out / "training_curves.png")
     return written
+
+
+def _segments_of(grid: GridConfig, names: set[str]) -> dict[Path, Segments]:
+    """`target_segments` of each dataset the reported runs use (a dataset that cannot be opened
+    any more is left out of the segment table, with a warning)."""
+    out: dict[Path, Segments] = {}
+    for spec in grid.runs:
+        data = grid.data_of(spec)
+        if spec.name not in names or data in out:
+            continue
+        try:
+            out[data] = target_segments(PreparedDataset(data), grid.split)
+        except KarmaError as error:
+            logger.warning("no target segments for %s: %s", data, error)
+    return out
 
 
 def _mean_std(values: list[float | None], digits: int = 4) -> str:

@@ -1,0 +1,86 @@
+"""The grid report's paired Δ by target segment (head / long tail / new), checked by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from karma.config import load_config
+from karma.data.dataset import PreparedDataset
+from karma.eval.metrics import TargetRanks
+from karma.experiments.grid import GridConfig
+from karma.experiments.report import (
+    paired_delta,
+    results_markdown,
+    segment_markdown,
+    target_segments,
+    write_report,
+)
+from karma.experiments.runner import RunResult
+from karma.testing.datasets import write_leave_one_out
+
+# (train | valid | test). Training clicks: item 0: 4, item 1: 4, item 2: 2, items 3, 4: 1, the
+# rest 0. The head is the 20 % most-clicked of the 10 items: items 0 and 1.
+SEQUENCES = [[0, 1, 2, 5, 0], [0, 1, 3, 5, 1], [0, 1, 4, 5, 2], [0, 1, 2, 5, 9]]
+USERS = ["head0", "head1", "tail", "new"]
+
+
+def _grid(tmp_path: Path) -> GridConfig:
+    data = write_leave_one_out(tmp_path / "data", SEQUENCES, 10, user_ids=USERS)
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(
+        f"name: segments\ndata: {data}\noutput_dir: {tmp_path / 'out'}\nseeds: [0]\n"
+        "baseline: a\nbootstrap: 100\ndiagnostics: false\n"
+        "runs:\n  - {name: a, kind: popularity}\n  - {name: b, kind: popularity}\n",
+        encoding="utf-8",
+    )
+    return load_config(GridConfig, grid_file)
+
+
+def _result(name: str, greater: list[int]) -> RunResult:
+    """Users in USERS order; `greater[u]` = candidates scored above u's target."""
+    ranks = TargetRanks(np.array(greater), np.zeros(len(greater), dtype=np.int64))
+    return RunResult(name, 0, {"hr@10": 0.0}, list(USERS), ranks)
+
+
+def test_target_segments_by_training_clicks(tmp_path: Path) -> None:
+    grid = _grid(tmp_path)
+    dataset = PreparedDataset(grid.data)
+    assert dataset.train_item_counts()[[0, 1, 2, 3, 4, 5, 9]].tolist() == [4, 4, 2, 1, 1, 0, 0]
+    segments = target_segments(dataset, "test")
+    assert segments == {"head": {"head0", "head1"}, "long_tail": {"tail"}, "new": {"new"}}
+
+
+def test_segment_deltas_by_hand(tmp_path: Path) -> None:
+    grid = _grid(tmp_path)
+    # HR@10 per user: a 1, 0, 1, 0 (20 and 300 candidates above the 2nd and 4th targets);
+    # b 1, 1, 0, 0. HR@200: a 1, 1, 1, 0; b 1, 1, 1, 0.
+    a, b = _result("a", [0, 20, 0, 300]), _result("b", [0, 0, 50, 300])
+    head, tail = {"head0", "head1"}, {"tail"}
+    assert paired_delta([a], [b], "hr@10", 100, users=head)[0] == pytest.approx(0.5)
+    delta, (lo, hi) = paired_delta([a], [b], "hr@10", 100, users=tail)
+    assert (delta, lo, hi) == (-1.0, -1.0, -1.0)
+    assert np.isnan(paired_delta([a], [b], "hr@10", 100, users=set())[0])
+
+    segments = {grid.data: target_segments(PreparedDataset(grid.data), "test")}
+    table = segment_markdown(grid, {"a": [a], "b": [b]}, segments)
+    header, _, row = table.strip().splitlines()[-3:]
+    assert header.startswith("| run | baseline | head users | head Δhr@10")
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:3] == ["b", "a", "2"]
+    assert cells[3].startswith("+0.5000 [") and not cells[3].endswith("*")
+    assert cells[4].startswith("+0.0000 [+0.0000, +0.0000]")  # HR@200 equal on the head
+    assert cells[5:8] == ["1", "-1.0000 [-1.0000, -1.0000] *", "+0.0000 [+0.0000, +0.0000]"]
+    assert cells[8] == "1"  # the new-item user
+    assert not any(line.startswith("| a |") for line in table.splitlines())  # not vs itself
+    assert segment_markdown(grid, {"a": [a]}, segments) == ""  # nothing to compare
+
+
+def test_the_report_carries_the_segment_table(tmp_path: Path) -> None:
+    grid = _grid(tmp_path)
+    results = [_result("a", [0, 20, 0, 300]), _result("b", [0, 0, 50, 300])]
+    assert "By target segment" not in results_markdown(grid, results)  # no segments given
+    write_report(grid, results)
+    assert "## By target segment" in (tmp_path / "out" / "results.md").read_text()
