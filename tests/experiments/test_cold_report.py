@@ -127,3 +127,33 @@ def test_a_cell_another_process_trains_is_skipped_then_run(tmp_path: Path) -> No
     assert not (busy / runner.RESULT_FILE).exists()
     again = runner.run_grid(grid, progress=False)
     assert [r.name for r in again] == ["a", "b"]
+
+
+def test_report_only_reports_finished_cells_and_trains_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grid = _grid(tmp_path)
+    grid.seeds = [0]
+    only_a = grid.select(["a"])
+    assert [r.name for r in runner.run_grid(only_a, progress=False)] == ["a"]
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("--report-only trained a cell")
+
+    monkeypatch.setattr(runner, "train_retriever", no_training)
+    monkeypatch.setattr(runner, "run_one", no_training)
+    results = runner.run_grid(grid, progress=False, train=False)
+    assert [r.name for r in results] == ["a"]  # b is not finished: left out, untouched
+    assert not grid.run_dir(grid.runs[1], 0).exists()
+
+
+def test_cli_report_only_with_nothing_finished_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from karma.cli import main
+
+    grid = _grid(tmp_path)
+    grid_file = tmp_path / "grid.yaml"
+    assert main(["experiment", str(grid_file), "--report-only", "--no-progress"]) == 2
+    assert "no cell of the grid has finished yet" in capsys.readouterr().err
+    assert not (grid.output_dir / "results.md").exists()

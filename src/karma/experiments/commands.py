@@ -30,6 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="print where each run x seed stands (finished, training with its step and time "
         "left, paused, waiting, not started) and exit; trains nothing, locks nothing",
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write results.md/csv and figures from the cells finished so far; train nothing "
+        "(unfinished cells are left out, and named)",
+    )
     parser.set_defaults(func=experiment_command)
 
 
@@ -45,12 +51,15 @@ def experiment_command(args: argparse.Namespace) -> int:
 
         print(format_status(grid_status(grid)))
         return 0
+    from karma.errors import KarmaError
     from karma.experiments.report import write_report
     from karma.experiments.runner import run_grid
 
     # Relative run configs: from the current directory, else next to the grid's configs/ tree.
     grid.resolve_configs([Path.cwd(), args.grid.resolve().parent.parent.parent])
-    results = run_grid(grid, progress=not args.no_progress)
+    results = run_grid(grid, progress=not args.no_progress, train=not args.report_only)
+    if args.report_only and not results:
+        raise KarmaError("no cell of the grid has finished yet: nothing to report")
     paths = write_report(grid, results)
     print(paths[1].read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(p) for p in paths))

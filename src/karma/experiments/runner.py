@@ -95,10 +95,11 @@ def _ranks_from_dict(data: dict[str, list]) -> TargetRanks:
     return TargetRanks(np.asarray(data["greater"]), np.asarray(data["ties"]))
 
 
-def run_grid(grid: GridConfig, progress: bool = True) -> list[RunResult]:
+def run_grid(grid: GridConfig, progress: bool = True, train: bool = True) -> list[RunResult]:
     """Every run x seed of the grid, training only what is not finished yet. A cell another
     process is training (it holds the cell's `RunDirLock`) is skipped, so several streams can
-    share one grid."""
+    share one grid. `train=False`: only the finished cells (a report of the grid so far); the
+    others are left out, untouched."""
     if grid.threads is not None:
         import torch
 
@@ -111,6 +112,9 @@ def run_grid(grid: GridConfig, progress: bool = True) -> list[RunResult]:
         run_dir = grid.run_dir(spec, seed)
         done = run_dir / RESULT_FILE
         data = grid.data_of(spec)
+        if not train and not done.is_file():
+            skipped.append(f"{spec.name} seed {seed}")
+            continue
         with ExitStack() as held:
             try:  # the trainer takes the same (re-entrant) lock; here it also covers evaluation
                 held.enter_context(RunDirLock(run_dir))
@@ -148,9 +152,10 @@ def run_grid(grid: GridConfig, progress: bool = True) -> list[RunResult]:
             results.append(result)
     if skipped:
         logger.warning(
-            "%d cell(s) were left to other processes (%s): the report leaves them out; run the "
-            "same command again once they finish",
+            "%d cell(s) %s (%s): the report leaves them out; run the same command again once "
+            "they finish",
             len(skipped),
+            "are not finished" if not train else "were left to other processes",
             ", ".join(skipped),
         )
     return results
