@@ -123,3 +123,47 @@ def test_invalid_control_is_rejected() -> None:
         GradientBalancer([], [], "mgda")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="ratio"):
         GradientBalancer([], [], "clip_ratio", 0.0)
+
+
+class ToyWithItemTokens(Toy):
+    """Toy plus p, shared and protected: L_act gains 5 p, L_k gains h c p (p = 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p = nn.Parameter(torch.tensor(1.0))
+
+    def terms(self, a: float, b: float, c: float = 100.0) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        terms = super().terms(a, b)
+        return {
+            "action": terms["action"] + 5 * self.p,
+            "generation": terms["generation"] + self.h * c * self.p,
+        }
+
+
+@pytest.mark.parametrize("control", ["none", "clip_ratio"])
+def test_protected_parameters_get_the_action_gradient_alone(control: str) -> None:
+    model = ToyWithItemTokens()
+    terms = model.terms(-6.0, 8.0)
+    params = list(model.parameters())
+    balancer = GradientBalancer(params, [model.w, model.p], control, 0.5, protected=[model.p])  # type: ignore[arg-type]
+    parts = balancer.backward(sum(terms.values()), terms, 1.0, measure=True)
+    assert model.p.grad.item() == pytest.approx(5.0)  # the knowledge's 100 never arrives
+    assert model.h.grad.item() == pytest.approx(-6 + 16 + 100)  # its own head keeps all of it
+    assert model.u.grad.item() == pytest.approx(2.0)
+    # Measured before control on every shared parameter: ||(-6, 8, 100)||.
+    assert parts["gradnorm_generation"] == pytest.approx(math.sqrt(36 + 64 + 10000))
+    if control == "none":  # w gets both terms whole
+        assert model.w.grad.tolist() == pytest.approx([3 - 6, 4 + 8])
+        assert parts["gradnorm_generation_controlled"] == pytest.approx(10.0)
+    else:  # clipped against ||g_a|| on w alone (5): (-6, 8) * 2.5 / 10
+        assert model.w.grad.tolist() == pytest.approx([3 - 1.5, 4 + 2.0])
+        assert parts["gradnorm_generation_controlled"] == pytest.approx(2.5)
+
+
+def test_protection_is_a_no_op_without_the_action_term() -> None:
+    model = ToyWithItemTokens()
+    terms = {"generation": model.terms(-6.0, 8.0)["generation"]}  # the warm-up stage
+    params = list(model.parameters())
+    balancer = GradientBalancer(params, [model.w, model.p], "none", protected=[model.p])  # type: ignore[arg-type]
+    balancer.backward(terms["generation"], terms, 1.0, measure=False)
+    assert model.p.grad.item() == pytest.approx(100.0)  # the warm-up still shapes the item tokens

@@ -109,6 +109,42 @@ def test_clip_ratio_in_the_task_matches_the_formula(tiny_root: Path) -> None:
     assert not shared[j] and torch.equal(flow_head.grad, grads["flow"][j])
 
 
+@pytest.mark.parametrize("control", ["none", "clip_ratio"])
+def test_protected_item_tokens_get_only_the_action_gradient(tiny_root: Path, control: str) -> None:
+    task = make_task(
+        tiny_root, features="text", item_id=True, grad_control=control, protect_item_tokens=True
+    )
+    batch = next(iter(task.batches(0)))
+    params, grads = term_gradients(task, batch)
+    item_tokens = {id(p) for p in task.encoder.item_token_parameters()}
+    assert item_tokens == {
+        id(p)
+        for m in (task.encoder.item_projection, task.encoder.item_id_embedding)
+        for p in m.parameters()  # type: ignore[union-attr]
+    }
+    reached = [  # item-token parameters some knowledge term does reach: the test has teeth
+        j
+        for j, p in enumerate(params)
+        if id(p) in item_tokens and any(g[j] is not None for n, g in grads.items() if n != "action")
+    ]
+    assert reached
+    task.start_step(StepInfo("joint", 0, 10, log=False))
+    torch.manual_seed(1)
+    task.backward(task.loss_step(batch, "joint"), scale=1.0)
+    for j in reached:
+        assert torch.allclose(params[j].grad, grads["action"][j], atol=1e-6, rtol=1e-5)
+    names = {id(p): n for n, p in task.model.named_parameters()}
+    llm = next(  # a LoRA B matrix (A's gradient is 0 while B is at its zero init)
+        j
+        for j, p in enumerate(params)
+        if "lora_B" in names[id(p)] and grads["generation"][j] is not None
+    )
+    knowledge_part = sum(g[llm] for n, g in grads.items() if n != "action" and g[llm] is not None)
+    assert not torch.allclose(params[llm].grad, grads["action"][llm])  # the LLM still gets it
+    if control == "none":  # unclipped: exactly action + knowledge there
+        assert torch.allclose(params[llm].grad, grads["action"][llm] + knowledge_part, atol=1e-6)
+
+
 def test_measuring_leaves_the_gradient_bit_identical(tiny_root: Path) -> None:
     plain, measured = make_task(tiny_root), make_task(tiny_root, log_grad_norms=True)
     batch = next(iter(plain.batches(0)))

@@ -327,6 +327,13 @@ class KarmaEncoder(nn.Module):
             out.append(self.interest_embeddings(self.readout(layout, self.hidden_states(layout))))
         return torch.cat(out) if out else torch.zeros(0, self.embedding_dim)
 
+    def item_token_parameters(self) -> list[nn.Parameter]:
+        """What turns an item into its continuous token x_i: P_item and the item-ID table."""
+        modules: list[nn.Module] = [self.item_projection]
+        if self.item_id_embedding is not None:
+            modules.append(self.item_id_embedding)
+        return [p for m in modules for p in m.parameters() if p.requires_grad]
+
     def head_parameters(self) -> list[nn.Parameter]:
         """The new (non-LLM) trainable parameters: P_item, [INTEREST], W_u, W_v, item-ID table."""
         modules: list[nn.Module] = [self.item_projection, self.user_head, self.item_head]

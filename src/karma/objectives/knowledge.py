@@ -75,6 +75,8 @@ class KnowledgeConfig:
     """Joint stage, on the parameters the action and a knowledge term share: none; clip_ratio = rescale each knowledge term's gradient to norm <= grad_ratio·||g_action||; pcgrad = remove its component that conflicts with g_action."""
     grad_ratio: float = 1.0
     """clip_ratio: the largest allowed ||g_knowledge|| / ||g_action|| per term on the shared parameters."""
+    protect_item_tokens: bool = False
+    """Joint stage: the knowledge terms' gradients never reach the item tokens (P_item and the item-ID table), so the item side both towers read is trained by the action objective alone (the semantic warm-up still shapes it first); the knowledge terms train the LLM, [INTEREST] and W_u. Takes per-term gradients, as grad_control does (combinable with it)."""
     log_grad_norms: bool = False
     """Log each term's gradient norm on the shared parameters (gradnorm_*, gradcos_*) on log steps; costs one extra backward pass per term on those steps."""
 

@@ -9,7 +9,10 @@ shared parameters, viewed as one flat vector:
     clip_ratio:  g_k <- g_k · min(1, ρ ||g_a|| / ||g_k||)       so ||g_k|| <= ρ ||g_a||
     pcgrad:      g_k <- g_k - min(0, <g_k, g_a>) / ||g_a||² · g_a   (the conflicting component out)
 
-Non-shared parameters keep every term's own gradient. The control runs per micro-batch (each
+Protected parameters (`protected`, e.g. the item tokens under `knowledge.protect_item_tokens`)
+get no knowledge gradient at all: only the action term trains them while the action term runs;
+the control above then acts on the other shared parameters. Non-shared parameters keep every
+term's own gradient. The control runs per micro-batch (each
 micro-batch's knowledge gradients are measured against that micro-batch's action gradient) and the
 controlled sum, times `scale`, is added to `.grad`, so gradient accumulation works as with a plain
 backward. PCGrad here projects each knowledge gradient against the action gradient only (not
@@ -91,6 +94,7 @@ class GradientBalancer:
         candidates: list[nn.Parameter],
         control: GradControl = "none",
         ratio: float = 1.0,
+        protected: list[nn.Parameter] | None = None,
     ) -> None:
         if control not in ("none", "clip_ratio", "pcgrad"):
             raise ValueError(f"control: must be none, clip_ratio or pcgrad, got {control!r}")
@@ -99,6 +103,8 @@ class GradientBalancer:
         self.params = params
         ids = {id(p) for p in candidates}
         self.candidate = [id(p) in ids for p in params]
+        kept = {id(p) for p in protected or []}
+        self.protected = [id(p) in kept for p in params]
         self.control = control
         self.ratio = ratio
 
@@ -110,10 +116,10 @@ class GradientBalancer:
         `loss` must equal `sum(terms.values())`. Without the reference term (the warm-up stage), or
         with nothing to control or measure, this is a plain `(loss * scale).backward()`.
         Parts (per micro-batch, unscaled): gradnorm_<term> (||g|| on the shared parameters,
-        before control), gradcos_<term> (cosine with g_action) and, under control,
-        gradnorm_<term>_controlled.
+        before control), gradcos_<term> (cosine with g_action) and, under control or
+        protection, gradnorm_<term>_controlled (on the shared parameters, after both).
         """
-        controlled = self.control != "none" and len(terms) > 1
+        controlled = (self.control != "none" or any(self.protected)) and len(terms) > 1
         if REFERENCE not in terms or not (controlled or measure):
             (loss * scale).backward()
             return {}
@@ -130,14 +136,16 @@ class GradientBalancer:
             (loss * scale).backward()  # the very gradient a run without measuring gets
             return parts
         reference = grads[REFERENCE]
-        reference_norm = flat_norm(reference, shared)
+        balanced = [s and not p for s, p in zip(shared, self.protected)]
+        reference_norm = flat_norm(reference, balanced)
         for name in names:
             if name == REFERENCE:
                 continue
+            grads[name] = [None if p else g for g, p in zip(grads[name], self.protected)]
             if self.control == "clip_ratio":
-                grads[name] = clip_to_ratio(grads[name], reference_norm, self.ratio, shared)
-            else:
-                grads[name] = project_conflict(grads[name], reference, shared)
+                grads[name] = clip_to_ratio(grads[name], reference_norm, self.ratio, balanced)
+            elif self.control == "pcgrad":
+                grads[name] = project_conflict(grads[name], reference, balanced)
             if measure:
                 parts[f"gradnorm_{name}_controlled"] = float(flat_norm(grads[name], shared))
         self._accumulate(list(grads.values()), scale)

@@ -379,15 +379,15 @@ class KarmaTask:
     def backward(self, output: LossOutput, scale: float) -> dict[str, float]:
         """Backpropagate `scale * output.loss`, measuring / controlling the terms' gradients.
 
-        With `knowledge.grad_control: none` and gradient-norm logging off (or not a log step) this
-        is exactly `(output.loss * scale).backward()`. Otherwise `GradientBalancer` takes each
+        With `knowledge.grad_control: none`, `protect_item_tokens` off and gradient-norm logging
+        off (or not a log step) this is exactly `(output.loss * scale).backward()`. Otherwise `GradientBalancer` takes each
         term's gradient; the shared parameters are the encoder's trainable weights except W_v
         (only the action's item tower reads it) that the action term and a knowledge term reach.
         Not for `train.distributed: fsdp` (the task must then call the root module's forward).
         """
         config = self.knowledge_config
         measure = config.log_grad_norms and (self._step is None or self._step.log)
-        if config.grad_control == "none" and not measure:
+        if config.grad_control == "none" and not config.protect_item_tokens and not measure:
             (output.loss * scale).backward()
             return {}
         trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -395,7 +395,10 @@ class KarmaTask:
         candidates = [
             p for p in self.encoder.parameters() if p.requires_grad and id(p) not in item_head
         ]
-        balancer = GradientBalancer(trainable, candidates, config.grad_control, config.grad_ratio)
+        protected = self.encoder.item_token_parameters() if config.protect_item_tokens else []
+        balancer = GradientBalancer(
+            trainable, candidates, config.grad_control, config.grad_ratio, protected
+        )
         return balancer.backward(output.loss, output.terms, scale, measure)
 
     # ----- optimization and evaluation ------------------------------------------------------

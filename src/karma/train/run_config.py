@@ -55,7 +55,11 @@ class RunConfig:
                 f"knowledge.start_step: {knowledge.start_step} >= train.max_steps "
                 f"({train.max_steps}); the knowledge objectives would never run"
             )
-        balancing = knowledge.grad_control != "none" or knowledge.log_grad_norms
+        balancing = (
+            knowledge.grad_control != "none"
+            or knowledge.protect_item_tokens
+            or knowledge.log_grad_norms
+        )
         if balancing and train.distributed == "fsdp":
             raise ValueError(
                 "knowledge.grad_control: gradient control and gradient-norm logging take "
