@@ -145,3 +145,18 @@ def test_cli_status_prints_the_table_and_trains_nothing(
     ]
     assert lines[-1] == "4 not started"
     assert not out.exists()  # nothing created, no data or config opened
+
+
+def test_overrides_written_after_only_are_still_overrides(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(
+        f"data: {tmp_path / 'no-data'}\noutput_dir: {tmp_path / 'out'}\nseeds: [0]\n"
+        "runs:\n  - {name: a, kind: popularity}\n  - {name: b, kind: popularity}\n",
+        encoding="utf-8",
+    )
+    args = ["experiment", str(grid_file), "--only", "b", "seeds=[3]", "--status"]
+    assert main(args) == 0
+    rows = [line.split()[:2] for line in capsys.readouterr().out.splitlines()[1:-1]]
+    assert rows == [["a", "3"], ["b", "3"]]  # b and its baseline a, at the overridden seed

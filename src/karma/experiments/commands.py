@@ -43,9 +43,12 @@ def experiment_command(args: argparse.Namespace) -> int:
     from karma.config import load_config
     from karma.experiments.grid import GridConfig
 
-    grid = load_config(GridConfig, args.grid, list(args.overrides))
+    # `--only A B key=value` : argparse hands the overrides after --only to it; take them back.
+    only = [name for name in args.only or [] if "=" not in name]
+    overrides = [*args.overrides, *(item for item in args.only or [] if "=" in item)]
+    grid = load_config(GridConfig, args.grid, overrides)
     if args.only:
-        grid = grid.select(args.only)
+        grid = grid.select(only)
     if args.status:
         from karma.experiments.status import format_status, grid_status
 
