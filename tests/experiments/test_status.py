@@ -160,3 +160,6 @@ def test_overrides_written_after_only_are_still_overrides(
     assert main(args) == 0
     rows = [line.split()[:2] for line in capsys.readouterr().out.splitlines()[1:-1]]
     assert rows == [["a", "3"], ["b", "3"]]  # b and its baseline a, at the overridden seed
+
+    assert main(["experiment", str(grid_file), "--only", "seeds=[3]", "--status"]) == 2
+    assert "--only: name at least one run" in capsys.readouterr().err

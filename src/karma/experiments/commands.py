@@ -48,6 +48,10 @@ def experiment_command(args: argparse.Namespace) -> int:
     overrides = [*args.overrides, *(item for item in args.only or [] if "=" in item)]
     grid = load_config(GridConfig, args.grid, overrides)
     if args.only:
+        if not only:
+            from karma.errors import ConfigError
+
+            raise ConfigError("--only: name at least one run of the grid (key=value are overrides)")
         grid = grid.select(only)
     if args.status:
         from karma.experiments.status import format_status, grid_status
