@@ -11,6 +11,7 @@ import pytest
 from karma.cli import main
 from karma.experiments import status
 from karma.experiments.grid import RESULT_FILE, GridConfig, RunSpec
+from karma.train.checkpoint import step_dir_name
 from karma.train.lock import LOCK_FILE, RunDirLock
 
 CONFIG = Path("configs/debug/tiny.yaml")  # never read by --status
@@ -59,7 +60,7 @@ def _fill(grid: GridConfig) -> None:
     )
     paused = grid.run_dir(grid.runs[2], 0)
     for step in (150, 300):
-        (paused / status.CHECKPOINTS / f"step_{step:07d}").mkdir(parents=True)
+        (paused / "checkpoints" / step_dir_name(step)).mkdir(parents=True)
     _log(paused, [{"kind": "eval", "step": 300, "stage": "joint", "ndcg@10": 0.05}])
     (paused / LOCK_FILE).write_text(f"{os.getpid()}\n", encoding="utf-8")
 

@@ -36,6 +36,8 @@ from karma.eval.ranking import rank_targets
 from karma.eval.retriever import Retriever
 
 HEADLINE_METRICS = ("hr@10", "ndcg@10", "hr@50", "mrr")
+LONG_TAIL_FRACTION = 0.8
+"""Default share of items (the least clicked in training) that make the long tail."""
 
 
 @dataclass
@@ -242,7 +244,7 @@ def evaluate(
     bootstrap: int = 1000,
     seed: int = 0,
     num_negatives: int = 100,
-    long_tail_fraction: float = 0.8,
+    long_tail_fraction: float = LONG_TAIL_FRACTION,
     short_history: int = 5,
     examples: Examples | None = None,
 ) -> EvalResult:

@@ -12,7 +12,7 @@ import numpy as np
 
 from karma.data.dataset import PreparedDataset, Split
 from karma.errors import KarmaError
-from karma.eval.evaluate import long_tail_items
+from karma.eval.evaluate import LONG_TAIL_FRACTION, long_tail_items
 from karma.eval.experiment import paired_bootstrap, per_user_differences
 from karma.eval.metrics import DEFAULT_KS, TargetRanks, per_user_metrics
 from karma.experiments.grid import GridConfig
@@ -30,7 +30,6 @@ DIAGNOSTIC_COLUMNS = (
 )
 PAIRED_METRICS = ("hr@10", "hr@200")
 COLD_ONLY_METRICS = ("hr@10", "hr@50")
-LONG_TAIL_FRACTION = 0.8  # as karma.eval.evaluate: the long tail is the 80 % least-clicked items
 TARGET_SEGMENTS = ("head", "long_tail", "new")
 
 logger = logging.getLogger(__name__)

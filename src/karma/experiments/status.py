@@ -30,7 +30,6 @@ from karma.train.lock import LOCK_FILE
 
 State = Literal["finished", "training", "paused", "waiting", "not started"]
 LOG_FILE = "log.jsonl"
-CHECKPOINTS = "checkpoints"
 TAIL_BYTES = 65536  # the end of log.jsonl read for the latest records
 
 
@@ -146,12 +145,14 @@ def _stage_steps(run_dir: Path, stage: str | None) -> int | None:
 
 
 def _last_checkpoint(run_dir: Path) -> int | None:
-    steps = [
-        int(p.name.removeprefix("step_"))
-        for p in (run_dir / CHECKPOINTS).glob("step_*")
-        if p.name.removeprefix("step_").isdigit()
-    ]
-    return max(steps) if steps else None
+    """Step of the checkpoint a re-run resumes from (imports the checkpoint module, and torch
+    with it, only for a cell that has a checkpoints/ directory)."""
+    if not (run_dir / "checkpoints").is_dir():
+        return None
+    from karma.train.checkpoint import latest_checkpoint
+
+    latest = latest_checkpoint(run_dir)
+    return int(latest.name.removeprefix("step_")) if latest is not None else None
 
 
 def cell_status(grid: GridConfig, spec: RunSpec, seed: int, metric: str = "hr@10") -> CellStatus:

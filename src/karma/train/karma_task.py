@@ -380,8 +380,8 @@ class KarmaTask:
         """Backpropagate `scale * output.loss`, measuring / controlling the terms' gradients.
 
         With `knowledge.grad_control: none`, `protect_item_tokens` off and gradient-norm logging
-        off (or not a log step) this is exactly `(output.loss * scale).backward()`. Otherwise `GradientBalancer` takes each
-        term's gradient; the shared parameters are the encoder's trainable weights except W_v
+        off (or not a log step) this is exactly `(output.loss * scale).backward()`. Otherwise
+        `GradientBalancer` takes each term's gradient; the shared parameters are the encoder's trainable weights except W_v
         (only the action's item tower reads it) that the action term and a knowledge term reach.
         Not for `train.distributed: fsdp` (the task must then call the root module's forward).
         """

@@ -62,8 +62,9 @@ class RunConfig:
         )
         if balancing and train.distributed == "fsdp":
             raise ValueError(
-                "knowledge.grad_control: gradient control and gradient-norm logging take "
-                "per-term gradients of the task's own modules, which fsdp shards; use ddp"
+                "knowledge.grad_control: gradient control, item-token protection and "
+                "gradient-norm logging take per-term gradients of the task's own modules, which "
+                "fsdp shards; use ddp"
             )
 
 
