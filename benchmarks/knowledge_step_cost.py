@@ -3,13 +3,19 @@ at one or several depths of the user-side LLM stack.
 
     python benchmarks/knowledge_step_cost.py --data DIR [--reps 2] [--threads 2]
     python benchmarks/knowledge_step_cost.py --data DIR --layers 4 8 16 30 --settings action_only all
+    python benchmarks/knowledge_step_cost.py --data DIR --settings action_only all all+clip_ratio \
+        all+clip_ratio_one_forward --threads 1
 
 Builds the task of configs/ml-100k/karma-smollm2.yaml (SmolLM2-135M truncated to 4 layers, LoRA,
 16 users a batch, every prefix trained) once per knowledge setting (and per `--layers` depth:
 `model.backbone.num_layers`, 30 = the whole model), and times `loss_step` + backward round-robin
 over them (median of --reps after one warm-up round; every task sees the same batch sequence). DIR
-is a prepared ml-100k with `minilm` features. Writes benchmarks/results/knowledge_step_cost.json,
-or knowledge_step_cost_depth.json when --layers is given.
+is a prepared ml-100k with `minilm` features. `all+clip_ratio` is full KARMA under the study's
+gradient control (`knowledge.grad_control=clip_ratio`, ratio 0.5: one backward per term), and
+`all+clip_ratio_one_forward` the same with L_rec / L_flow reading e_u from the batch's forward (how
+karma did it before `knowledge_inputs.interest_at`), so the two are compared side by side. Writes
+benchmarks/results/knowledge_step_cost.json (or `--out NAME`), or knowledge_step_cost_depth.json
+when --layers is given.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+import karma.train.karma_task as karma_task
 from bench_record import ROOT, write_result
 from karma.config import load_config
 from karma.objectives.knowledge import KnowledgeConfig
@@ -39,7 +46,24 @@ def settings(full: KnowledgeConfig) -> dict[str, KnowledgeConfig]:
         ),
         "flow": dataclasses.replace(full, **{**off, "flow_weight": full.flow_weight}),
         "all": full,
+        "all+clip_ratio": dataclasses.replace(full, grad_control="clip_ratio", grad_ratio=0.5),
+        "all+clip_ratio_one_forward": dataclasses.replace(
+            full, grad_control="clip_ratio", grad_ratio=0.5
+        ),
     }
+
+
+ONE_FORWARD = {"on": False}  # set while the `_one_forward` task is timed
+
+
+def _build_knowledge_batch(*args, **kwargs):  # type: ignore[no-untyped-def]
+    if ONE_FORWARD["on"]:
+        kwargs["separate_readout"] = False
+    return BUILD(*args, **kwargs)
+
+
+BUILD = karma_task.build_knowledge_batch
+karma_task.build_knowledge_batch = _build_knowledge_batch
 
 
 def main() -> None:
@@ -51,6 +75,7 @@ def main() -> None:
         "--layers", type=int, nargs="+", help="user-side decoder layers to compare (default: 4)"
     )
     parser.add_argument("--settings", nargs="+", help="knowledge settings to time (default: all)")
+    parser.add_argument("--out", help="result name under benchmarks/results (default: by mode)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tasks = {}
@@ -69,8 +94,9 @@ def main() -> None:
         for name, task in tasks.items():
             task.model.train()
             batch = next(batches[name])
+            ONE_FORWARD["on"] = name.startswith("all+clip_ratio_one_forward")
             start = time.perf_counter()
-            task.loss_step(batch, "joint").loss.backward()
+            task.backward(task.loss_step(batch, "joint"), 1.0)  # plain backward unless controlled
             times[name].append(time.perf_counter() - start)
             task.model.zero_grad(set_to_none=True)
     seconds = {}
@@ -85,7 +111,7 @@ def main() -> None:
             k: round(v / seconds[reference], 2) for k, v in seconds.items()
         },
     }
-    name = "knowledge_step_cost_depth" if args.layers else "knowledge_step_cost"
+    name = args.out or ("knowledge_step_cost_depth" if args.layers else "knowledge_step_cost")
     print(write_result(name, result).read_text(encoding="utf-8"), end="")
 
 

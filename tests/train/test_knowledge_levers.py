@@ -145,6 +145,66 @@ def test_protected_item_tokens_get_only_the_action_gradient(tiny_root: Path, con
         assert torch.allclose(params[llm].grad, grads["action"][llm] + knowledge_part, atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["rec", "search"])
+def test_separate_readout_is_the_batch_readout_on_its_own_graph(tiny_root: Path, mode: str) -> None:
+    from karma.train.knowledge_inputs import build_knowledge_batch
+
+    task = make_task(tiny_root, mode=mode, positions_per_sequence=2, sequences_per_batch=2)
+    batch = next(iter(task.batches(0)))
+    user_emb, _, _ = task.interest_embeddings(batch)
+    catalog = task.model.knowledge_catalog
+    assert catalog is not None
+
+    def inputs(separate: bool) -> torch.Tensor:
+        out = build_knowledge_batch(
+            task.encoder,
+            catalog,
+            task.knowledge_config,
+            "joint",
+            batch.histories,
+            batch.queries,
+            batch.targets,
+            user_emb,
+            batch.seed,
+            separate_readout=separate,
+        )
+        assert out.interest_embedding is not None
+        return out.interest_embedding
+
+    shared, separate = inputs(False), inputs(True)
+    assert len(separate) == (4 if mode == "rec" else 2)  # 2 sequences x (2 positions | [INTEREST])
+    assert torch.allclose(separate, shared, atol=1e-5)
+    # The separate rows do not read the batch's forward: a backward from them skips that graph.
+    assert torch.autograd.grad(separate.sum(), user_emb, allow_unused=True) == (None,)
+    assert torch.autograd.grad(shared.sum(), user_emb, allow_unused=True)[0] is not None
+
+
+def test_per_term_backward_with_separate_readouts_matches_one_plain_backward(
+    tiny_root: Path,
+) -> None:
+    """A clip that never binds (ratio 1e9) must give exactly the plain step's gradient: the
+    controlled step's L_rec / L_flow read e_u from their own forward, the plain one from the batch's."""
+    plain, controlled = make_task(tiny_root), make_task(
+        tiny_root, grad_control="clip_ratio", grad_ratio=1e9
+    )
+    controlled.model.load_state_dict(plain.model.state_dict())
+    batch = next(iter(plain.batches(0)))
+    torch.manual_seed(1)  # the flow objective draws its noise from torch's global generator
+    plain.backward(plain.loss_step(batch, "joint"), 0.5)
+    controlled.start_step(StepInfo("joint", 0, 10, log=False))
+    torch.manual_seed(1)
+    out = controlled.loss_step(batch, "joint")
+    assert {"reconstruction", "flow"} <= set(out.terms)
+    controlled.backward(out, 0.5)
+    compared = 0
+    for a, b in zip(plain.model.parameters(), controlled.model.parameters()):
+        assert (a.grad is None) == (b.grad is None)
+        if a.grad is not None:
+            assert torch.allclose(a.grad, b.grad, atol=1e-6, rtol=1e-4)
+            compared += 1
+    assert compared > 10
+
+
 def test_measuring_leaves_the_gradient_bit_identical(tiny_root: Path) -> None:
     plain, measured = make_task(tiny_root), make_task(tiny_root, log_grad_norms=True)
     batch = next(iter(plain.batches(0)))

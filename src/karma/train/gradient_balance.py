@@ -19,8 +19,11 @@ backward. PCGrad here projects each knowledge gradient against the action gradie
 against each other): the action objective is the one a regularizer must not fight.
 
 Cost: one `torch.autograd.grad` call per term (a backward pass each, the graph retained in between)
-instead of one backward. Measuring without control adds those calls to the ordinary backward, which
-still computes the gradient, so measuring leaves training bit-identical.
+instead of one backward. A term's pass covers only the graph it reads: under control the KARMA
+task gives L_rec and L_flow e_u from a forward over their few sampled sequences
+(`karma.train.knowledge_inputs.interest_at`), so their passes do not re-traverse the whole batch's
+LLM graph. Measuring without control adds those calls to the ordinary backward, which still
+computes the gradient, so measuring leaves training bit-identical.
 """
 
 from __future__ import annotations

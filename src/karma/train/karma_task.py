@@ -363,6 +363,7 @@ class KarmaTask:
                 user_emb,
                 batch.seed,
                 weights,
+                separate_readout=stage != "warmup" and self._per_term_backward(),
             )
             out = knowledge(self.encoder.backbone, inputs, stage, weights)
             total = out.loss if total is None else total + out.loss
@@ -376,6 +377,16 @@ class KarmaTask:
         parts["loss"] = float(total.detach())
         return LossOutput(loss=total, parts=parts, terms=terms)
 
+    def _per_term_backward(self) -> bool:
+        """Whether every joint-stage step backpropagates each term on its own (`GradientBalancer`
+        under gradient control or item-token protection). The knowledge inputs then re-read e_u by
+        a forward over their few sampled sequences, so that L_rec's and L_flow's own backward
+        passes run through those rows rather than the whole batch (same values; see
+        `knowledge_inputs.interest_at`). Measuring alone keeps the single forward: a measured run
+        stays bit-identical to an unmeasured one."""
+        config = self.knowledge_config
+        return config.grad_control != "none" or config.protect_item_tokens
+
     def backward(self, output: LossOutput, scale: float) -> dict[str, float]:
         """Backpropagate `scale * output.loss`, measuring / controlling the terms' gradients.
 
@@ -387,7 +398,7 @@ class KarmaTask:
         """
         config = self.knowledge_config
         measure = config.log_grad_norms and (self._step is None or self._step.log)
-        if config.grad_control == "none" and not config.protect_item_tokens and not measure:
+        if not self._per_term_backward() and not measure:
             (output.loss * scale).backward()
             return {}
         trainable = [p for p in self.model.parameters() if p.requires_grad]

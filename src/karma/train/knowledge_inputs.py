@@ -9,6 +9,11 @@ plain tensors; this module is the glue to the encoder's sequence layout:
   sequence ([INTEREST]) is used.
 - L_gen's prefix at a readout is the encoder's own LLM input up to that position (`prefixes_at`).
 - target text and features are looked up in catalog tables built once (`KnowledgeCatalog`).
+- e_u at the sampled readouts is either the task's own readout row (one forward, the default) or,
+  with `separate_readout`, re-read by a forward over the sampled sequences only (`interest_at`):
+  the same value, but a backward of L_rec / L_flow *alone* then runs through those few rows instead
+  of the whole batch. That is what a per-term backward (`GradientBalancer` under gradient control)
+  needs: its L_rec and L_flow passes otherwise each cost as much as the action term's.
 - warm-up's item-text loss reads random catalog items, so rarely clicked items align as well as
   popular ones; the new-item protocol's cold items are left out (they do not exist while training).
 """
@@ -74,13 +79,15 @@ def build_knowledge_batch(
     interest_embedding: torch.Tensor | None,
     seed: int,
     weights: dict[str, float] | None = None,
+    separate_readout: bool = False,
 ) -> KnowledgeBatch:
     """The inputs `stage`'s non-zero knowledge weights need, and nothing else.
 
     `targets` are the batch's targets ((B, n_max), -1 = padding, in rec mode; (B,) in search mode)
     and `interest_embedding` the task's (K, e) readout rows, one per valid target in row-major
-    order (None when the stage needs no readout). `weights` (scheduled by the task) default to
-    `config.weights(stage)`.
+    order (None when the stage needs no readout, or with `separate_readout`, which re-reads e_u by
+    a forward over the sampled sequences: `interest_at`). `weights` (scheduled by the task) default
+    to `config.weights(stage)`.
     """
     weights = weights if weights is not None else config.weights(stage)
     generator = torch.Generator().manual_seed(seed + 1)  # +1: not the negative sampler's stream
@@ -94,10 +101,10 @@ def build_knowledge_batch(
         out.item_text_ids, out.item_text_mask = catalog.text_ids[items], catalog.text_mask[items]
     if not (weights["generation"] > 0 or weights["reconstruction"] > 0 or weights["flow"] > 0):
         return out
-    if interest_embedding is None:
+    if interest_embedding is None and not separate_readout:
         raise ValueError("interest_embedding: generation, reconstruction and flow read e_u")
 
-    device = interest_embedding.device
+    device = encoder.item_text_ids.device
     layout = encoder.layout(histories, queries)
     target_t = torch.as_tensor(targets, device=device)
     if target_t.ndim == 2:  # rec: every valid item position is a readout; sample a few per row
@@ -110,6 +117,7 @@ def build_knowledge_batch(
         picked = flat_index[rows, slots]  # (M,)
         target_items = target_t[rows, slots]  # (M,)
         readout = layout.item_positions[rows, slots]  # (M,)
+        at: torch.Tensor | None = slots
     else:  # search: one readout per sequence, at [INTEREST]
         rows = torch.arange(len(target_t), device=device)
         limit = config.sequences_per_batch
@@ -118,8 +126,13 @@ def build_knowledge_batch(
             rows = rows[chosen.to(device)]
         picked, target_items = rows, target_t[rows]
         readout = layout.readout_positions[rows]
+        at = None
 
-    out.interest_embedding = interest_embedding[picked]  # (M, e)
+    if not separate_readout:
+        assert interest_embedding is not None
+        out.interest_embedding = interest_embedding[picked]  # (M, e)
+    elif weights["reconstruction"] > 0 or weights["flow"] > 0:  # the terms that read e_u
+        out.interest_embedding = interest_at(encoder, histories, queries, rows, at)  # (M, e)
     out.target_ids, out.target_mask = (
         catalog.text_ids[target_items],
         catalog.text_mask[target_items],
@@ -134,3 +147,31 @@ def build_knowledge_batch(
             raise ValueError("features: flow_weight > 0 needs the catalog's item features")
         out.target_features = catalog.features[target_items]  # (M, D)
     return out
+
+
+def interest_at(
+    encoder: KarmaEncoder,
+    histories: list[np.ndarray],
+    queries: list[str | None] | None,
+    rows: torch.Tensor,
+    slots: torch.Tensor | None,
+) -> torch.Tensor:
+    """(M, e) e_u of sequence `rows[m]` read out at item slot `slots[m]` (rec mode, all-prefix
+    training) or at its readout position (`slots` None: search mode's [INTEREST]), from a forward
+    over those sequences only.
+
+    Rows are right-padded, so a row's hidden states do not depend on the rest of its batch: this is
+    the same value as the full batch's readout row, computed on its own graph.
+    """
+    unique, inverse = rows.unique(return_inverse=True)
+    index = unique.tolist()
+    layout = encoder.layout(
+        [histories[i] for i in index],
+        [queries[i] for i in index] if queries is not None else None,
+    )
+    hidden = encoder.hidden_states(layout)  # (U, T, d)
+    if slots is None:
+        h = encoder.readout(layout, hidden)[inverse]  # (M, d)
+    else:
+        h = encoder.readout(layout, hidden, all_prefixes=True)[inverse, slots]  # (M, d)
+    return encoder.interest_embeddings(h)
