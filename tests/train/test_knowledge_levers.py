@@ -184,8 +184,9 @@ def test_per_term_backward_with_separate_readouts_matches_one_plain_backward(
 ) -> None:
     """A clip that never binds (ratio 1e9) must give exactly the plain step's gradient: the
     controlled step's L_rec / L_flow read e_u from their own forward, the plain one from the batch's."""
-    plain, controlled = make_task(tiny_root), make_task(
-        tiny_root, grad_control="clip_ratio", grad_ratio=1e9
+    plain, controlled = (
+        make_task(tiny_root),
+        make_task(tiny_root, grad_control="clip_ratio", grad_ratio=1e9),
     )
     controlled.model.load_state_dict(plain.model.state_dict())
     batch = next(iter(plain.batches(0)))
