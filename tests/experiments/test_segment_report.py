@@ -75,6 +75,10 @@ def test_segment_deltas_by_hand(tmp_path: Path) -> None:
     assert cells[5:8] == ["1", "-1.0000 [-1.0000, -1.0000] *", "+0.0000 [+0.0000, +0.0000]"]
     assert cells[8] == "1"  # the new-item user
     assert not any(line.startswith("| a |") for line in table.splitlines())  # not vs itself
+    # A seed the baseline lacks pairs with nothing: it adds no users to the count.
+    b1 = RunResult("b", 1, {"hr@10": 0.0}, list(USERS), b.ranks)
+    row = segment_markdown(grid, {"a": [a], "b": [b, b1]}, segments).strip().splitlines()[-1]
+    assert [c.strip() for c in row.strip("|").split("|")][:3] == ["b", "a", "2"]
     assert segment_markdown(grid, {"a": [a]}, segments) == ""  # nothing to compare
 
 

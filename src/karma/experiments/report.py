@@ -191,9 +191,14 @@ def segment_markdown(
         runs, baseline = by_run[spec.name], by_run[grid.baseline_of(spec)]
         of_data = segments.get(grid.data_of(spec), {})
         cells = [spec.name, grid.baseline_of(spec)]
+        base_users = {r.seed: set(r.user_ids) for r in baseline}
         for name in used:
             users = of_data.get(name, set())
-            paired = sum(len(users.intersection(r.user_ids)) for r in runs)
+            paired = sum(  # the (seed, user) pairs the Δ is over: both sides have the seed
+                len(users.intersection(r.user_ids, base_users[r.seed]))
+                for r in runs
+                if r.seed in base_users
+            )
             cells.append(str(paired))
             for m in PAIRED_METRICS:
                 cells.append(_delta_cell(baseline, runs, m, grid.bootstrap, users=users))
