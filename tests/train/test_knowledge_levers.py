@@ -177,6 +177,9 @@ def test_separate_readout_is_the_batch_readout_on_its_own_graph(tiny_root: Path,
     # The separate rows do not read the batch's forward: a backward from them skips that graph.
     assert torch.autograd.grad(separate.sum(), user_emb, allow_unused=True) == (None,)
     assert torch.autograd.grad(shared.sum(), user_emb, allow_unused=True)[0] is not None
+    # Samples from every sequence of the batch: nothing to skip, the batch's readout is reused.
+    task.knowledge_config.sequences_per_batch = None
+    assert torch.autograd.grad(inputs(True).sum(), user_emb, allow_unused=True)[0] is not None
 
 
 def test_per_term_backward_with_separate_readouts_matches_one_plain_backward(

@@ -128,7 +128,11 @@ def build_knowledge_batch(
         readout = layout.readout_positions[rows]
         at = None
 
-    if not separate_readout:
+    # A separate forward pays only when the samples leave some of the batch's sequences out.
+    separate = separate_readout and (
+        interest_embedding is None or len(rows.unique()) < len(histories)
+    )
+    if not separate:
         assert interest_embedding is not None
         out.interest_embedding = interest_embedding[picked]  # (M, e)
     elif weights["reconstruction"] > 0 or weights["flow"] > 0:  # the terms that read e_u
