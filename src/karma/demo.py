@@ -1,8 +1,9 @@
 """`karma demo`: the README's main job on the embedded defaults.
 
 Prepares MovieLens-100k from the `recbole` package, adds MiniLM text features (what KARMA's flow
-head reconstructs), trains popularity, SASRec+, an action-only LLM, KARMA and KARMA in
-personalized-search mode (started from the KARMA run's weights) with the CPU-sized configs of
+head reconstructs), trains popularity, SASRec+, an action-only LLM, KARMA (both with the learned
+item-ID embedding in the item tokens) and KARMA in personalized-search mode (started from the KARMA
+run's weights) with the CPU-sized configs of
 `configs/experiments/demo-ml-100k.yaml`,
 evaluates them all by full ranking on the test split, writes the report (markdown + figures) and
 prints the table and a few personalized search examples from the search-mode model (its LLM reads
