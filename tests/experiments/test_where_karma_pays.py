@@ -14,7 +14,7 @@ import pytest
 from karma.config import load_config
 from karma.experiments import runner
 from karma.experiments.grid import GridConfig
-from karma.experiments.report import gradient_norm_series, write_report
+from karma.experiments.report import gradient_norm_series, term_style, write_report
 from karma.testing.datasets import write_tiny_dataset
 from karma.train.run_config import RunConfig
 
@@ -111,3 +111,43 @@ def test_study_grid_pairs_every_run_with_its_protocols_action_only() -> None:
             assert is_karma == ("karma" in spec.name)
             assert (config.knowledge.grad_control != "none") == is_karma
             assert config.model.encoder.item_id_embedding == spec.name.endswith("+id")
+
+
+def test_search_pilot_varies_one_lever_per_cell_on_validation() -> None:
+    pilot = load_config(GridConfig, GRIDS / "where-karma-pays-search-pilot-ml-100k.yaml")
+    assert pilot.split == "valid" and pilot.baseline == "search-action-only+id"
+    configs = {
+        spec.name: load_config(RunConfig, ROOT / str(spec.config), list(spec.overrides))
+        for spec in pilot.runs
+    }
+    for config in configs.values():
+        assert config.data.mode == "search" and config.model.encoder.item_id_embedding
+        assert config.train.max_steps == 1500 and config.train.time_budget_minutes is None
+    reference = configs["search-karma+id"]
+    assert (
+        reference.knowledge.grad_control == "clip_ratio" and reference.knowledge.grad_ratio == 0.5
+    )
+    lever = {  # name -> (field read, expected value); every other field as in search-karma+id
+        "search-karma+id-start750": [("knowledge.start_step", 750)],
+        "search-karma+id-nowarmup": [("train.semantic_warmup_steps", 0)],
+        "search-karma+id-clip0.1": [("knowledge.grad_ratio", 0.1)],
+        "search-karma+id-nowarmup-start750": [
+            ("knowledge.start_step", 750),
+            ("train.semantic_warmup_steps", 0),
+        ],
+    }
+    assert set(configs) == {"search-action-only+id", "search-karma+id", *lever}
+    for name, changes in lever.items():
+        expected = load_config(
+            RunConfig,
+            ROOT / "configs/ml-100k/karma-search-smollm2.yaml",
+            [*next(s for s in pilot.runs if s.name == "search-karma+id").overrides]
+            + [f"{field}={value}" for field, value in changes],
+        )
+        assert configs[name] == expected, name
+
+
+def test_training_curves_give_each_term_its_own_line_style() -> None:
+    styles = [term_style(t) for t in ("action", "generation", "reconstruction", "flow")]
+    assert styles == ["-", "--", "-.", ":"]
+    assert term_style("a_new_term") == "--"

@@ -317,14 +317,29 @@ def gradient_norm_series(records: list[dict]) -> dict[str, tuple[list[int], list
     return series
 
 
+TERM_STYLES = {"action": "-", "generation": "--", "reconstruction": "-.", "flow": ":"}
+"""Line style of each objective's gradient norm in the training-curves figure (others: dashed)."""
+
+
+def term_style(term: str) -> str:
+    """The line style `plot_training_curves` draws a term's gradient norm with."""
+    return TERM_STYLES.get(term, "--")
+
+
+def _term_order(term: str) -> tuple[int, str]:
+    return (list(TERM_STYLES).index(term) if term in TERM_STYLES else len(TERM_STYLES), term)
+
+
 def plot_training_curves(grid: GridConfig, path: Path) -> bool:
     """Training loss and validation NDCG@10 against step (first seed of each trained run), plus
     the per-objective gradient norms on the shared parameters when the runs logged them
-    (`knowledge.log_grad_norms`): action solid, each knowledge term dashed in its run's colour."""
+    (`knowledge.log_grad_norms`) in each run's colour, one line style per term (`TERM_STYLES`);
+    that panel's legend names the terms only, the loss panel's names the runs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     logs = {}
     for spec in grid.runs:
@@ -350,8 +365,8 @@ def plot_training_curves(grid: GridConfig, path: Path) -> bool:
                         steps,
                         values,
                         color=line.get_color(),
-                        linestyle="-" if term == "action" else "--",
-                        label=f"{name}: {term}",
+                        linestyle=term_style(term),
+                        linewidth=1.0,
                     )
         if evals:
             ax_valid.plot(
@@ -369,9 +384,20 @@ def plot_training_curves(grid: GridConfig, path: Path) -> bool:
             title="per-objective gradient norm (joint)",
             yscale="log",
         )
-    for ax in axes:
+    for ax in axes[:2]:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7 if ax is axes[-1] and with_norms else None)
+        ax.legend()
+    if with_norms:
+        terms = sorted({t for series in norms.values() for t in series}, key=_term_order)
+        axes[2].grid(alpha=0.3)
+        axes[2].legend(
+            handles=[
+                Line2D([], [], color="black", linestyle=term_style(t), label=t) for t in terms
+            ],
+            fontsize=8,
+            title="term (colour = run)",
+            title_fontsize=8,
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
