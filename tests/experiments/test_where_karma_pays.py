@@ -116,9 +116,10 @@ def test_study_grid_pairs_every_run_with_its_protocols_action_only() -> None:
 def test_search_pilot_varies_one_lever_per_cell_on_validation() -> None:
     pilot = load_config(GridConfig, GRIDS / "where-karma-pays-search-pilot-ml-100k.yaml")
     assert pilot.split == "valid" and pilot.baseline == "search-action-only+id"
+    specs = {spec.name: spec for spec in pilot.runs}
     configs = {
-        spec.name: load_config(RunConfig, ROOT / str(spec.config), list(spec.overrides))
-        for spec in pilot.runs
+        name: load_config(RunConfig, ROOT / str(spec.config), list(spec.overrides))
+        for name, spec in specs.items()
     }
     for config in configs.values():
         assert config.data.mode == "search" and config.model.encoder.item_id_embedding
@@ -127,7 +128,7 @@ def test_search_pilot_varies_one_lever_per_cell_on_validation() -> None:
     assert (
         reference.knowledge.grad_control == "clip_ratio" and reference.knowledge.grad_ratio == 0.5
     )
-    lever = {  # name -> (field read, expected value); every other field as in search-karma+id
+    lever = {  # name -> its (field, value) overrides on top of search-karma+id's
         "search-karma+id-start750": [("knowledge.start_step", 750)],
         "search-karma+id-nowarmup": [("train.semantic_warmup_steps", 0)],
         "search-karma+id-clip0.1": [("knowledge.grad_ratio", 0.1)],
@@ -137,12 +138,12 @@ def test_search_pilot_varies_one_lever_per_cell_on_validation() -> None:
         ],
     }
     assert set(configs) == {"search-action-only+id", "search-karma+id", *lever}
+    base = specs["search-karma+id"]
     for name, changes in lever.items():
         expected = load_config(
             RunConfig,
-            ROOT / "configs/ml-100k/karma-search-smollm2.yaml",
-            [*next(s for s in pilot.runs if s.name == "search-karma+id").overrides]
-            + [f"{field}={value}" for field, value in changes],
+            ROOT / str(base.config),
+            [*base.overrides, *(f"{field}={value}" for field, value in changes)],
         )
         assert configs[name] == expected, name
 
