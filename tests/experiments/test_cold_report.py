@@ -14,7 +14,12 @@ from karma.config import load_config
 from karma.eval.metrics import TargetRanks
 from karma.experiments import runner
 from karma.experiments.grid import GridConfig
-from karma.experiments.report import cold_only_markdown, paired_delta
+from karma.experiments.report import (
+    cold_only_markdown,
+    paired_delta,
+    paired_deltas,
+    plot_deltas,
+)
 from karma.experiments.runner import RunResult
 from karma.testing.datasets import write_leave_one_out
 from karma.train.lock import LOCK_FILE
@@ -78,6 +83,27 @@ def test_cold_only_delta_by_hand(tmp_path: Path) -> None:
     assert "0.8333 ± 0.2357" in row_b  # b: HR@10 2/3 and 1 over the two seeds
     assert "+0.3333 [" in row_b
     assert cold_only_markdown(grid, {"a": [_result("a", 0, None)], "b": []}) == ""
+
+
+def test_paired_deltas_by_hand_and_their_forest_plot(tmp_path: Path) -> None:
+    grid = _grid(tmp_path)
+    a = [_result("a", 0, [0, 15, 60]), _result("a", 1, None)]
+    b = [_result("b", 0, [3, 5, 20]), _result("b", 1, [0, 0, 0])]
+    deltas = {(d.run, d.metric, d.cold_only): d for d in paired_deltas(grid, [*a, *b])}
+    # The baseline gets no row; b vs a on both metrics, over all users and among new items.
+    assert set(deltas) == {("b", m, cold) for m in ("hr@10", "hr@200") for cold in (False, True)}
+    assert {d.baseline for d in deltas.values()} == {"a"}
+    assert deltas["b", "hr@10", False].difference == 0.0  # full-catalog ranks all equal
+    assert not deltas["b", "hr@10", False].significant
+    assert deltas["b", "hr@10", True].difference == pytest.approx(1 / 3)  # as in the table above
+    assert deltas["b", "hr@200", True].difference == 0.0  # every cold rank is under 200
+    assert paired_deltas(grid, b) == []  # no finished baseline: nothing to compare against
+
+    path = tmp_path / "deltas.png"
+    assert plot_deltas(grid.name, list(deltas.values()), path)
+    assert path.stat().st_size > 0
+    assert not plot_deltas(grid.name, [], tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
 
 
 def test_round_trip_keeps_cold_only_ranks() -> None:

@@ -91,6 +91,7 @@ def test_grid_runs_reports_and_skips_finished_cells(
     for name in ("popularity", "sasrec", "action-only", "karma", "sink_mass", "Δhr@10"):
         assert name in table
     assert all(p.is_file() for p in paths)
+    assert grid.output_dir / "deltas.png" in paths  # three runs against the baseline
     assert (grid.output_dir / "results.csv").read_text().count("\n") == 5
 
     def no_training(*args: object, **kwargs: object) -> None:

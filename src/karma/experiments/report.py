@@ -1,4 +1,5 @@
-"""Tables and figures of a finished grid: results.csv, results.md, recall@K and training curves."""
+"""Tables and figures of a finished grid: results.csv, results.md, recall@K, paired Δ (forest plot)
+and training curves."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import csv
 import json
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -404,8 +406,97 @@ def plot_training_curves(grid: GridConfig, path: Path) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class PairedDelta:
+    """One run's paired difference against its baseline (`paired_delta`) on one metric."""
+
+    run: str
+    baseline: str
+    metric: str
+    cold_only: bool
+    """True: cold-target users ranked among the new items alone; False: all users, full catalog"""
+    difference: float
+    ci: tuple[float, float]
+
+    @property
+    def significant(self) -> bool:
+        return self.ci[0] > 0 or self.ci[1] < 0
+
+
+def paired_deltas(grid: GridConfig, results: list[RunResult]) -> list[PairedDelta]:
+    """Every run's paired Δ against its baseline on `PAIRED_METRICS`, over all users and, where
+    both runs have cold-only ranks, among the new items alone (grid order; baselines and runs
+    without a finished baseline are left out)."""
+    by_run: dict[str, list[RunResult]] = defaultdict(list)
+    for r in results:
+        by_run[r.name].append(r)
+    deltas = []
+    for spec in grid.runs:
+        base_name = grid.baseline_of(spec)
+        runs, baseline = by_run.get(spec.name, []), by_run.get(base_name, [])
+        if spec.name == base_name or not runs or not baseline:
+            continue
+        for cold_only in (False, True):
+            for metric in PAIRED_METRICS:
+                diff, ci = paired_delta(baseline, runs, metric, grid.bootstrap, cold_only=cold_only)
+                if not np.isnan(diff):
+                    deltas.append(PairedDelta(spec.name, base_name, metric, cold_only, diff, ci))
+    return deltas
+
+
+def plot_deltas(title: str, deltas: list[PairedDelta], path: Path) -> bool:
+    """Forest plot: one row per run (and per run among new items), one panel per metric, the
+    paired Δ against the run's baseline with its 95% CI; filled where the CI excludes 0. False
+    (nothing written) without any delta."""
+    if not deltas:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(dict.fromkeys((d.run, d.baseline, d.cold_only) for d in deltas))
+    metrics = [m for m in PAIRED_METRICS if any(d.metric == m for d in deltas)]
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(5 * len(metrics) + 3, 0.45 * len(rows) + 1.6), squeeze=False
+    )
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for y, row in enumerate(rows):
+            found = [d for d in deltas if (d.run, d.baseline, d.cold_only) == row]
+            for d in (d for d in found if d.metric == metric):
+                lo, hi = d.ci
+                colour = "tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:grey"
+                ax.errorbar(
+                    d.difference,
+                    y,
+                    xerr=[[d.difference - lo], [hi - d.difference]],
+                    fmt="o",
+                    color=colour,
+                    mfc=colour if d.significant else "white",
+                    capsize=3,
+                )
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set(xlabel=f"Δ{metric} vs baseline (paired, 95% CI)", ylim=(len(rows) - 0.5, -0.5))
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels(
+            [
+                f"{run} vs {base}" + (" (among new items)" if cold else "")
+                for run, base, cold in rows
+            ]
+            if ax is axes[0][0]
+            else []
+        )
+    fig.suptitle(f"{title}: paired Δ against the baseline (filled: CI excludes 0)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def write_report(grid: GridConfig, results: list[RunResult]) -> list[Path]:
-    """results.csv, results.md, recall_at_k.png and training_curves.png in the grid's report dir."""
+    """results.csv, results.md, recall_at_k.png, deltas.png (paired Δ against the baselines)
+    and training_curves.png in the grid's report dir."""
     out = grid.report_dir or grid.output_dir
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "results.csv", out / "results.md", out / "recall_at_k.png"]
@@ -413,6 +504,8 @@ def write_report(grid: GridConfig, results: list[RunResult]) -> list[Path]:
     segments = _segments_of(grid, {r.name for r in results})
     written[1].write_text(results_markdown(grid, results, segments), encoding="utf-8")
     plot_recall_curves(grid, results, written[2])
+    if plot_deltas(grid.name, paired_deltas(grid, results), out / "deltas.png"):
+        written.append(out / "deltas.png")
     if plot_training_curves(grid, out / "training_curves.png"):
         written.append(out / "training_curves.png")
     return written
