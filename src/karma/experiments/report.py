@@ -454,6 +454,7 @@ def plot_deltas(title: str, deltas: list[PairedDelta], path: Path) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rows = list(dict.fromkeys((d.run, d.baseline, d.cold_only) for d in deltas))
     metrics = [m for m in PAIRED_METRICS if any(d.metric == m for d in deltas)]
@@ -478,6 +479,7 @@ def plot_deltas(title: str, deltas: list[PairedDelta], path: Path) -> bool:
         ax.axvline(0.0, color="black", linewidth=0.8)
         ax.set(xlabel=f"Δ{metric} vs baseline (paired, 95% CI)", ylim=(len(rows) - 0.5, -0.5))
         ax.grid(axis="x", alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels(
             [
