@@ -90,13 +90,17 @@ def test_paired_deltas_by_hand_and_their_forest_plot(tmp_path: Path) -> None:
     a = [_result("a", 0, [0, 15, 60]), _result("a", 1, None)]
     b = [_result("b", 0, [3, 5, 20]), _result("b", 1, [0, 0, 0])]
     deltas = {(d.run, d.metric, d.cold_only): d for d in paired_deltas(grid, [*a, *b])}
-    # The baseline gets no row; b vs a on both metrics, over all users and among new items.
-    assert set(deltas) == {("b", m, cold) for m in ("hr@10", "hr@200") for cold in (False, True)}
+    # The baseline gets no row; b vs a on HR@10 / HR@200 over all users, HR@10 / HR@50 among
+    # the new items alone.
+    assert set(deltas) == {("b", "hr@10", False), ("b", "hr@200", False)} | {
+        ("b", "hr@10", True),
+        ("b", "hr@50", True),
+    }
     assert {d.baseline for d in deltas.values()} == {"a"}
     assert deltas["b", "hr@10", False].difference == 0.0  # full-catalog ranks all equal
     assert not deltas["b", "hr@10", False].significant
     assert deltas["b", "hr@10", True].difference == pytest.approx(1 / 3)  # as in the table above
-    assert deltas["b", "hr@200", True].difference == 0.0  # every cold rank is under 200
+    assert deltas["b", "hr@50", True].difference == pytest.approx(1 / 3)  # a's 60 is out
     assert paired_deltas(grid, b) == []  # no finished baseline: nothing to compare against
 
     path = tmp_path / "deltas.png"

@@ -424,9 +424,10 @@ class PairedDelta:
 
 
 def paired_deltas(grid: GridConfig, results: list[RunResult]) -> list[PairedDelta]:
-    """Every run's paired Δ against its baseline on `PAIRED_METRICS`, over all users and, where
-    both runs have cold-only ranks, among the new items alone (grid order; baselines and runs
-    without a finished baseline are left out)."""
+    """Every run's paired Δ against its baseline: on `PAIRED_METRICS` over all users and, where
+    both runs have cold-only ranks, on `COLD_ONLY_METRICS` among the new items alone (HR@200 among
+    a few hundred new items says little). Grid order; baselines and runs without a finished
+    baseline are left out."""
     by_run: dict[str, list[RunResult]] = defaultdict(list)
     for r in results:
         by_run[r.name].append(r)
@@ -436,8 +437,8 @@ def paired_deltas(grid: GridConfig, results: list[RunResult]) -> list[PairedDelt
         runs, baseline = by_run.get(spec.name, []), by_run.get(base_name, [])
         if spec.name == base_name or not runs or not baseline:
             continue
-        for cold_only in (False, True):
-            for metric in PAIRED_METRICS:
+        for cold_only, metrics in ((False, PAIRED_METRICS), (True, COLD_ONLY_METRICS)):
+            for metric in metrics:
                 diff, ci = paired_delta(baseline, runs, metric, grid.bootstrap, cold_only=cold_only)
                 if not np.isnan(diff):
                     deltas.append(PairedDelta(spec.name, base_name, metric, cold_only, diff, ci))
@@ -445,9 +446,9 @@ def paired_deltas(grid: GridConfig, results: list[RunResult]) -> list[PairedDelt
 
 
 def plot_deltas(title: str, deltas: list[PairedDelta], path: Path) -> bool:
-    """Forest plot: one row per run (and per run among new items), one panel per metric, the
-    paired Δ against the run's baseline with its 95% CI; filled where the CI excludes 0. False
-    (nothing written) without any delta."""
+    """Forest plot: one row per run (and per run among new items), one panel per metric (a row
+    without that metric stays empty there), the paired Δ against the run's baseline with its 95%
+    CI; filled where the CI excludes 0. False (nothing written) without any delta."""
     if not deltas:
         return False
     import matplotlib
@@ -457,14 +458,15 @@ def plot_deltas(title: str, deltas: list[PairedDelta], path: Path) -> bool:
     from matplotlib.ticker import MaxNLocator
 
     rows = list(dict.fromkeys((d.run, d.baseline, d.cold_only) for d in deltas))
-    metrics = [m for m in PAIRED_METRICS if any(d.metric == m for d in deltas)]
+    metrics = list(dict.fromkeys(d.metric for d in deltas))
+    at = {(d.run, d.baseline, d.cold_only, d.metric): d for d in deltas}
     fig, axes = plt.subplots(
         1, len(metrics), figsize=(5 * len(metrics) + 3, 0.45 * len(rows) + 1.6), squeeze=False
     )
     for ax, metric in zip(axes[0], metrics, strict=True):
         for y, row in enumerate(rows):
-            found = [d for d in deltas if (d.run, d.baseline, d.cold_only) == row]
-            for d in (d for d in found if d.metric == metric):
+            d = at.get((*row, metric))
+            if d is not None:
                 lo, hi = d.ci
                 colour = "tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:grey"
                 ax.errorbar(
