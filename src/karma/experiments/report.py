@@ -247,6 +247,11 @@ def _table_head(header: list[str]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
 
+def excludes_zero(ci: tuple[float, float]) -> bool:
+    """A difference is significant when its 95% CI lies wholly on one side of 0."""
+    return ci[0] > 0 or ci[1] < 0
+
+
 def _delta_cell(
     baseline: list[RunResult],
     runs: list[RunResult],
@@ -264,7 +269,7 @@ def _delta_cell(
     )
     if np.isnan(delta):
         return ""
-    mark = " *" if lo > 0 or hi < 0 else ""
+    mark = " *" if excludes_zero((lo, hi)) else ""
     return f"{delta:+.4f} [{lo:+.4f}, {hi:+.4f}]{mark}"
 
 
@@ -420,7 +425,7 @@ class PairedDelta:
 
     @property
     def significant(self) -> bool:
-        return self.ci[0] > 0 or self.ci[1] < 0
+        return excludes_zero(self.ci)
 
 
 def paired_deltas(grid: GridConfig, results: list[RunResult]) -> list[PairedDelta]:
@@ -468,7 +473,7 @@ def plot_deltas(title: str, deltas: list[PairedDelta], path: Path) -> bool:
             d = at.get((*row, metric))
             if d is not None:
                 lo, hi = d.ci
-                colour = "tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:grey"
+                colour = "tab:grey" if not d.significant else "tab:green" if lo > 0 else "tab:red"
                 ax.errorbar(
                     d.difference,
                     y,
