@@ -187,3 +187,26 @@ def test_cli_report_only_with_nothing_finished_is_one_clear_error(
     assert main(["experiment", str(grid_file), "--report-only", "--no-progress"]) == 2
     assert "no cell of the grid has finished yet" in capsys.readouterr().err
     assert not (grid.output_dir / "results.md").exists()
+
+
+def test_cli_only_trains_a_slice_and_reports_the_whole_grid(tmp_path: Path) -> None:
+    from karma.cli import main
+
+    grid = _grid(tmp_path)
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(grid_file.read_text() + "  - {name: c, kind: popularity}\n")
+    report = grid.output_dir / "results.md"
+
+    def rows() -> list[str]:
+        """The runs in the report's main table (its first table), below the header row."""
+        main_table = report.read_text(encoding="utf-8").split("\n## ")[0]
+        table = [line for line in main_table.splitlines() if line.startswith("| ")]
+        return [line.split(" | ")[0].removeprefix("| ") for line in table[1:]]
+
+    assert main(["experiment", str(grid_file), "seeds=[0]", "--only", "b", "--no-progress"]) == 0
+    assert rows() == ["a", "b"]  # b and its baseline a
+    assert main(["experiment", str(grid_file), "seeds=[0]", "--only", "c", "--no-progress"]) == 0
+    assert rows() == ["a", "b", "c"]  # c trained alone; b, finished by the first slice, stays
+    args = ["experiment", str(grid_file), "seeds=[0]", "--only", "c", "--report-only"]
+    assert main([*args, "--no-progress"]) == 0
+    assert rows() == ["a", "c"]  # a report of the slice, asked for

@@ -20,8 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--only",
         nargs="+",
         metavar="RUN",
-        help="run only these runs of the grid (and the baselines they are compared against); "
-        "finished cells are shared with full runs of the grid",
+        help="train only these runs of the grid (and the baselines they are compared against); "
+        "finished cells are shared with full runs of the grid, and the report still covers every "
+        "finished cell of the grid (with --report-only: these runs and their baselines alone)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.add_argument(
@@ -47,6 +48,7 @@ def experiment_command(args: argparse.Namespace) -> int:
     only = [name for name in args.only or [] if "=" not in name]
     overrides = [*args.overrides, *(item for item in args.only or [] if "=" in item)]
     grid = load_config(GridConfig, args.grid, overrides)
+    whole = grid
     if args.only:
         if not only:
             from karma.errors import ConfigError
@@ -63,8 +65,13 @@ def experiment_command(args: argparse.Namespace) -> int:
     from karma.experiments.runner import run_grid
 
     # Relative run configs: from the current directory, else next to the grid's configs/ tree.
-    grid.resolve_configs([Path.cwd(), args.grid.resolve().parent.parent.parent])
+    # (`select` keeps the same run specs, so resolving the whole grid resolves the slice too.)
+    whole.resolve_configs([Path.cwd(), args.grid.resolve().parent.parent.parent])
     results = run_grid(grid, progress=not args.no_progress, train=not args.report_only)
+    if grid is not whole and not args.report_only:
+        # --only picks what trains; the report covers every finished cell of the grid, so a
+        # stream that trains a slice never narrows the report the other streams wrote.
+        grid, results = whole, run_grid(whole, progress=False, train=False)
     if args.report_only and not results:
         raise KarmaError("no cell of the grid has finished yet: nothing to report")
     paths = write_report(grid, results)
