@@ -71,7 +71,7 @@ def experiment_command(args: argparse.Namespace) -> int:
     if grid is not whole and not args.report_only:
         # --only picks what trains; the report covers every finished cell of the grid, so a
         # stream that trains a slice never narrows the report the other streams wrote.
-        grid, results = whole, run_grid(whole, progress=False, train=False)
+        grid, results = whole, run_grid(whole, progress=not args.no_progress, train=False)
     if args.report_only and not results:
         raise KarmaError("no cell of the grid has finished yet: nothing to report")
     paths = write_report(grid, results)
