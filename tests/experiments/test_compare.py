@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from karma.baselines.popularity import PopularityRetriever
+from karma.cli import main
 from karma.data.dataset import PreparedDataset
-from karma.experiments.compare import compare_runs
+from karma.experiments.compare import compare_runs, run_labels
 from karma.runs.layout import finish_run, start_run
 from karma.testing.datasets import write_leave_one_out
 
@@ -45,3 +46,37 @@ def test_compare_runs_reports_the_paired_difference(tmp_path: Path) -> None:
         )
         assert mean == pytest.approx(-0.5)
         assert -1.0 <= low <= mean <= high <= 1.0 and low < high
+
+
+def test_run_labels_are_the_shortest_tails_that_tell_runs_apart() -> None:
+    assert run_labels(["runs/a", "runs/b"]) == ["a", "b"]
+    assert run_labels(["g/a/seed0", "g/b/seed0"]) == ["a/seed0", "b/seed0"]
+    assert run_labels(["x/a/seed0", "y/a/seed0"]) == ["x/a/seed0", "y/a/seed0"]
+    assert run_labels(["runs/a", "runs/a"]) == ["runs/a", "runs/a"]
+
+
+def test_cli_compare_prints_the_paired_table_of_grid_cells(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ds = PreparedDataset(write_leave_one_out(tmp_path / "ds", SEQUENCES, NUM_ITEMS))
+    a = popularity_run(tmp_path / "a" / "seed0", np.arange(NUM_ITEMS, 0, -1), ds.root)
+    b = popularity_run(tmp_path / "b" / "seed0", np.arange(1, NUM_ITEMS + 1), ds.root)
+    assert main(["compare", str(a), str(b), "--metrics", "hr@10", "--bootstrap", "200"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0] == "| run | hr@10 | Δhr@10 vs a/seed0 [95% CI] |"
+    assert rows[2].startswith("| a/seed0 | 0.7500 |  |")  # worked out in the test above
+    assert rows[3].startswith("| b/seed0 | 0.2500 | -0.5000 [")
+
+
+def test_cli_compare_refuses_one_run_and_an_unknown_metric(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ds = PreparedDataset(write_leave_one_out(tmp_path / "ds", SEQUENCES, NUM_ITEMS))
+    a = popularity_run(tmp_path / "a", np.arange(NUM_ITEMS, 0, -1), ds.root)
+    b = popularity_run(tmp_path / "b", np.arange(1, NUM_ITEMS + 1), ds.root)
+    assert main(["compare", str(a)]) == 2
+    assert "at least two run directories" in capsys.readouterr().err
+    assert main(["compare", str(a), str(b), "--metrics", "hr@7"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("karma: error: unknown metric hr@7;") and "hr@10" in err
+    assert main(["compare", str(a), str(tmp_path / "nowhere")]) == 2

@@ -1,4 +1,4 @@
-"""`karma experiment GRID.yaml [key=value ...]`."""
+"""`karma experiment GRID.yaml [key=value ...]` and `karma compare RUN_DIR RUN_DIR [...]`."""
 
 from __future__ import annotations
 
@@ -39,6 +39,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.set_defaults(func=experiment_command)
 
+    compare = subparsers.add_parser(
+        "compare",
+        help="does B beat A: paired per-user differences between run directories",
+        description="Evaluate every run on the same split of one dataset (full ranking, history "
+        "masked) and print a table: each run's metrics and its paired per-user difference against "
+        "the first run, with a bootstrap 95%% CI (a CI excluding 0 is significant). Any run "
+        "directories: a grid's cells (RUN/seedN), `karma train` or `karma baseline` output.",
+    )
+    compare.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="first = A")
+    compare.add_argument("--split", choices=("valid", "test"), default="test")
+    compare.add_argument(
+        "--data", type=Path, default=None, help="prepared dataset (default: the first run's)"
+    )
+    compare.add_argument(
+        "--metrics", nargs="+", default=["hr@10", "hr@200"], help="metrics (default hr@10 hr@200)"
+    )
+    compare.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    compare.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    compare.set_defaults(func=compare_command)
+
 
 def experiment_command(args: argparse.Namespace) -> int:
     from karma.config import load_config
@@ -77,4 +97,23 @@ def experiment_command(args: argparse.Namespace) -> int:
     paths = write_report(grid, results)
     print(paths[1].read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    from karma.data.dataset import PreparedDataset
+    from karma.errors import ConfigError
+    from karma.experiments.compare import compare_runs
+    from karma.runs import open_run
+
+    if len(args.run_dirs) < 2:
+        raise ConfigError("karma compare: name at least two run directories (the first is A)")
+    if args.bootstrap < 1:
+        raise ConfigError("karma compare: --bootstrap must be at least 1")
+    runs = [open_run(d) for d in args.run_dirs]  # a bad directory is said before any evaluation
+    data = args.data or runs[0].data
+    table = compare_runs(
+        args.run_dirs, PreparedDataset(data), args.split, args.metrics, args.bootstrap, args.seed
+    )
+    print(table, end="")
     return 0

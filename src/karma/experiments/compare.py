@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from karma.data.dataset import PreparedDataset, Split
-from karma.eval.evaluate import evaluate
+from karma.errors import ConfigError
+from karma.eval.evaluate import EvalResult, evaluate
 from karma.eval.experiment import paired_difference
 from karma.runs import load_retriever
 
@@ -24,14 +25,22 @@ def compare_runs(
     Every run is evaluated on the same split of `dataset` (history masked, no bootstrap of the
     marginal metrics); Δ is `paired_difference` of the run against the first one.
     """
-    results = [
-        evaluate(load_retriever(d, dataset.root), dataset, split, bootstrap=0, segments=False)
-        for d in run_dirs
-    ]
-    header = ["run", *metrics, *(f"Δ{m} vs {Path(run_dirs[0]).name} [95% CI]" for m in metrics)]
+
+    def evaluated(run_dir: str | Path) -> EvalResult:
+        retriever = load_retriever(run_dir, dataset.root)
+        return evaluate(retriever, dataset, split, bootstrap=0, segments=False)
+
+    results = [evaluated(run_dirs[0])]
+    unknown = [m for m in metrics if m not in results[0].metrics]
+    if unknown:  # said before the other runs are evaluated
+        known = ", ".join(sorted(results[0].metrics))
+        raise ConfigError(f"unknown metric {', '.join(unknown)}; the evaluation reports {known}")
+    results += [evaluated(d) for d in run_dirs[1:]]
+    labels = run_labels(run_dirs)
+    header = ["run", *metrics, *(f"Δ{m} vs {labels[0]} [95% CI]" for m in metrics)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for run_dir, result in zip(run_dirs, results):
-        cells = [Path(run_dir).name, *(f"{result.metrics[m]:.4f}" for m in metrics)]
+    for label, result in zip(labels, results):
+        cells = [label, *(f"{result.metrics[m]:.4f}" for m in metrics)]
         for m in metrics:
             if result is results[0]:
                 cells.append("")
@@ -40,3 +49,14 @@ def compare_runs(
             cells.append(f"{d.difference:+.4f} [{d.ci[0]:+.4f}, {d.ci[1]:+.4f}]")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def run_labels(run_dirs: Sequence[str | Path]) -> list[str]:
+    """The shortest path tails that tell the runs apart: `a`, `b` for runs/a and runs/b;
+    `a/seed0`, `b/seed0` for a grid's cells runs/a/seed0 and runs/b/seed0."""
+    parts = [Path(d).parts for d in run_dirs]
+    for k in range(1, max(len(p) for p in parts) + 1):
+        labels = ["/".join(p[-k:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(d) for d in run_dirs]  # the same directory named twice
