@@ -39,6 +39,17 @@ def test_layout_places_instruction_query_items_and_interest() -> None:
     assert layout.attention_mask.sum(1).tolist() == [6, 4]
 
 
+def test_encode_users_shows_a_bar_only_when_asked_or_on_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    enc, histories = make_encoder(), [h(1, 2, 3), h(4), h(5, 6)]
+    enc.encode_users(histories, batch_size=2, progress=True)
+    assert "users" in capsys.readouterr().err  # 2 batches
+    for progress in (False, None):  # None: tqdm's terminal check; pytest's stderr is no terminal
+        enc.encode_users(histories, batch_size=2, progress=progress)
+        assert capsys.readouterr().err == ""
+
+
 def test_shapes_and_unit_norms() -> None:
     enc = make_encoder()
     users = enc.encode_users([h(1, 2, 3), h(4), h(5, 6)], batch_size=2)

@@ -316,12 +316,15 @@ class KarmaEncoder(nn.Module):
         histories: list[np.ndarray],
         queries: list[str | None] | None = None,
         batch_size: int = 64,
-        progress: bool = False,
+        progress: bool | None = False,
     ) -> torch.Tensor:
-        """(U, e) interest embeddings, read out where training reads the full prefix."""
+        """(U, e) interest embeddings, read out where training reads the full prefix.
+
+        `progress`: a bar over the batches; None = only on a terminal (tqdm's own check)."""
         out = []
         starts = range(0, len(histories), batch_size)
-        for start in tqdm(starts, desc="users", disable=not progress):
+        disable = None if progress is None else not progress
+        for start in tqdm(starts, desc="users", unit="batch", disable=disable, leave=False):
             chunk_queries = queries[start : start + batch_size] if queries is not None else None
             layout = self.layout(histories[start : start + batch_size], chunk_queries)
             out.append(self.interest_embeddings(self.readout(layout, self.hidden_states(layout))))

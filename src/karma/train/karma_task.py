@@ -480,10 +480,18 @@ def full_ranking_metrics(
 class KarmaRetriever:
     """The `Retriever` protocol over a trained encoder (eval mode, no gradients)."""
 
-    def __init__(self, encoder: KarmaEncoder, name: str = "karma", batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        encoder: KarmaEncoder,
+        name: str = "karma",
+        batch_size: int = 64,
+        progress: bool | None = False,
+    ) -> None:
         self.encoder = encoder
         self.name = name
         self.batch_size = batch_size
+        self.progress = progress
+        """a bar while encoding users (None: only on a terminal; see `encode_users`)"""
 
     def item_vectors(self) -> np.ndarray:
         """(num_items, e) float32 unit item embeddings."""
@@ -494,7 +502,9 @@ class KarmaRetriever:
         """(len(examples), e) float32 unit interest embeddings."""
         queries = examples.queries if self.encoder.mode == "search" else None
         with _eval_mode(self.encoder):
-            vectors = self.encoder.encode_users(examples.histories, queries, self.batch_size)
+            vectors = self.encoder.encode_users(
+                examples.histories, queries, self.batch_size, progress=self.progress
+            )
         return vectors.float().cpu().numpy()
 
 

@@ -110,7 +110,8 @@ class KarmaRecipe:
     def load_retriever(self, run: Run, data: Path | None = None) -> KarmaRetriever:
         """The trained encoder as a dot-product `Retriever` (named after the run)."""
         encoder = self.load_encoder(run, data).module
-        return KarmaRetriever(encoder, name=run.name)  # type: ignore[arg-type]
+        # a bar while users are encoded (a minute or more for a deep stack on CPU), on a terminal
+        return KarmaRetriever(encoder, name=run.name, progress=None)  # type: ignore[arg-type]
 
     def run_overrides(
         self, seed: int, progress: bool, threads: int | None, time_budget_minutes: float | None
