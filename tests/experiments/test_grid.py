@@ -15,7 +15,9 @@ from karma.errors import ConfigError
 from karma.experiments import runner
 from karma.experiments.grid import GridConfig
 from karma.experiments.report import write_report
+from karma.runs import load_retriever
 from karma.testing.datasets import write_leave_one_out
+from karma.train.karma_task import KarmaRetriever
 from karma.train.lock import LOCK_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,8 +76,20 @@ def test_grid_runs_reports_and_skips_finished_cells(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     grid = _grid(tmp_path)
+    loaded = []
+
+    def recording_load_retriever(*args: object, **kwargs: object) -> object:
+        retriever = load_retriever(*args, **kwargs)  # type: ignore[arg-type]
+        loaded.append(retriever)
+        return retriever
+
+    monkeypatch.setattr(runner, "load_retriever", recording_load_retriever)
     results = runner.run_grid(grid, progress=False)
     assert [r.name for r in results] == ["popularity", "sasrec", "action-only", "karma"]
+    # --no-progress silences the users bar of the test evaluation too, even on a terminal
+    karma_retrievers = [r for r in loaded if isinstance(r, KarmaRetriever)]
+    assert len(karma_retrievers) == 2
+    assert all(r.progress is False for r in karma_retrievers)
     for r in results:
         assert 0.0 <= r.metrics["hr@10"] <= 1.0
         assert len(r.user_ids) == 20

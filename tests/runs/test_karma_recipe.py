@@ -86,6 +86,8 @@ def test_encoder_loads_from_a_checkpoint_with_other_train_heads(
 
     examples = task.dataset.examples("test")
     retriever = load_retriever(run_dir)
+    assert retriever.progress is None  # a users bar on a terminal, unless asked for none
+    assert load_retriever(run_dir, progress=False).progress is False
     reference = karma_task.KarmaRetriever(task.model.encoder)
     assert torch.allclose(
         torch.from_numpy(retriever.user_vectors(examples)),

@@ -206,7 +206,7 @@ def _bring_up_to_date(
     if not (stale_cold or stale_diagnostics):
         return False
     dataset = dataset_of()
-    retriever = load_retriever(run_dir, dataset.root)  # once for both
+    retriever = load_retriever(run_dir, dataset.root, _bar(progress))  # once for both
     if stale_cold:
         logger.info(
             "%s seed %d: adding its cold-only ranks (evaluation only)", result.name, result.seed
@@ -246,6 +246,11 @@ def run_one(
         else {}
     )
     return _run_result(spec.name, seed, result, diagnostics, seconds)
+
+
+def _bar(progress: bool) -> bool | None:
+    """`load_retriever`'s progress setting for the grid's: a bar on a terminal, or never."""
+    return None if progress else False
 
 
 def _train_seconds(run_dir: Path, measured: float) -> float:
@@ -296,7 +301,7 @@ def train_retriever(
     config = load_config(recipe.config_type, spec.config, overrides)
     data = grid.data_of(spec)
     recipe.train(config, run_dir, data, progress=progress)
-    return load_retriever(run_dir, data)
+    return load_retriever(run_dir, data, _bar(progress))
 
 
 def run_diagnostics(

@@ -53,8 +53,14 @@ class Recipe(Protocol):
         """
         ...
 
-    def load_retriever(self, run: Run, data: Path | None = None) -> Retriever:
-        """The run as a dot-product retriever; `data` points at another copy of its dataset."""
+    def load_retriever(
+        self, run: Run, data: Path | None = None, progress: bool | None = None
+    ) -> Retriever:
+        """The run as a dot-product retriever; `data` points at another copy of its dataset.
+
+        `progress`: a bar while users are encoded, for kinds slow enough to want one (None: only on
+        a terminal; False: never).
+        """
         ...
 
     def load_encoder(self, run: Run, data: Path | None = None) -> TrainedEncoder:

@@ -32,10 +32,14 @@ def _as_run(run: str | Path | Run) -> Run:
     return run if isinstance(run, Run) else open_run(run)
 
 
-def load_retriever(run: str | Path | Run, data: str | Path | None = None) -> Retriever:
-    """The retriever saved in a run directory, whatever its kind (`data` overrides its dataset)."""
+def load_retriever(
+    run: str | Path | Run, data: str | Path | None = None, progress: bool | None = None
+) -> Retriever:
+    """The retriever saved in a run directory, whatever its kind (`data` overrides its dataset;
+    `progress` as in `Recipe.load_retriever`)."""
     run = _as_run(run)
-    return recipe_for(run.kind).load_retriever(run, Path(data) if data is not None else None)
+    data_path = Path(data) if data is not None else None
+    return recipe_for(run.kind).load_retriever(run, data_path, progress)
 
 
 def load_encoder(run: str | Path | Run, data: str | Path | None = None) -> TrainedEncoder:

@@ -40,7 +40,9 @@ class FrozenRecipe:
             finish_run(start_run(run_dir, KIND, dataset.root, config, options))
         return {"feature": feature}
 
-    def load_retriever(self, run: Run, data: Path | None = None) -> FrozenEmbeddingRetriever:
+    def load_retriever(
+        self, run: Run, data: Path | None = None, progress: bool | None = None
+    ) -> FrozenEmbeddingRetriever:
         """The item matrix is re-read from the dataset (`data`, else the run's)."""
         options = run.options
         return FrozenEmbeddingRetriever.from_features(

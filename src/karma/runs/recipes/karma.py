@@ -107,11 +107,13 @@ class KarmaRecipe:
         }
         return TrainedEncoder(encoder, dataset, texts, provenance)
 
-    def load_retriever(self, run: Run, data: Path | None = None) -> KarmaRetriever:
-        """The trained encoder as a dot-product `Retriever` (named after the run)."""
+    def load_retriever(
+        self, run: Run, data: Path | None = None, progress: bool | None = None
+    ) -> KarmaRetriever:
+        """The trained encoder as a dot-product `Retriever` (named after the run); by default a
+        bar while users are encoded (a minute or more for a deep stack on CPU), on a terminal."""
         encoder = self.load_encoder(run, data).module
-        # a bar while users are encoded (a minute or more for a deep stack on CPU), on a terminal
-        return KarmaRetriever(encoder, name=run.name, progress=None)  # type: ignore[arg-type]
+        return KarmaRetriever(encoder, name=run.name, progress=progress)  # type: ignore[arg-type]
 
     def run_overrides(
         self, seed: int, progress: bool, threads: int | None, time_budget_minutes: float | None

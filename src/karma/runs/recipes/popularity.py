@@ -39,7 +39,9 @@ class PopularityRecipe:
             finish_run(run)
         return {"counts": str(run.file(COUNTS_FILE))}
 
-    def load_retriever(self, run: Run, data: Path | None = None) -> PopularityRetriever:
+    def load_retriever(
+        self, run: Run, data: Path | None = None, progress: bool | None = None
+    ) -> PopularityRetriever:
         return PopularityRetriever.load(run.path)
 
     def load_encoder(self, run: Run, data: Path | None = None) -> TrainedEncoder:

@@ -87,7 +87,9 @@ class SASRecRecipe:
             )
         return summary
 
-    def load_retriever(self, run: Run, data: Path | None = None) -> SASRecRetriever:
+    def load_retriever(
+        self, run: Run, data: Path | None = None, progress: bool | None = None
+    ) -> SASRecRetriever:
         if "num_items" not in run.options:
             raise KarmaError(f"{run.path}/run.json: a sasrec run needs num_items")
         return SASRecRetriever.load(run.path, int(run.options["num_items"]))
