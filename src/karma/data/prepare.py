@@ -1,7 +1,8 @@
 """`prepare_dataset`: any supported source -> a prepared dataset directory, written atomically.
 
 Sources: a built-in name (`ml-100k`, `ml-1m`), a RecBole atomic directory or `.inter` file, Amazon
-Reviews 2023 (reviews + meta JSONL), or any table read through a `ColumnMapping`. The output is
+Reviews 2023 (reviews + meta JSONL), an LC-Rec / LETTER directory (`NAME.inter.json` +
+`NAME.item.json`), or any table read through a `ColumnMapping`. The output is
 written into a temporary directory next to `out` and renamed into place at the end, so an error
 never leaves a half-written dataset behind.
 """
@@ -28,6 +29,7 @@ from karma.data import schema
 from karma.data.amazon import read_amazon2023
 from karma.data.atomic import BUILTINS, read_atomic, read_builtin
 from karma.data.config import PrepareConfig
+from karma.data.lcrec import lcrec_files, read_lcrec
 from karma.data.mapped import ColumnMapping, read_mapped
 from karma.data.preprocess import prepare_tables
 from karma.data.raw import RawData
@@ -43,7 +45,7 @@ def read_source(
     meta: Path | None = None,
     name: str | None = None,
 ) -> RawData:
-    """Pick the adapter: built-in name, Amazon 2023 (when `meta` is given), atomic, or a table."""
+    """Pick the adapter: built-in name, Amazon 2023 (when `meta` is given), LC-Rec, atomic, or a table."""
     text = str(source)
     if text in BUILTINS:
         raw = read_builtin(text)
@@ -58,6 +60,9 @@ def read_source(
             f"{path} does not exist; give a file, a RecBole atomic directory, or one of the "
             f"built-in names {', '.join(BUILTINS)}"
         )
+    lcrec = lcrec_files(path)
+    if lcrec is not None:
+        return read_lcrec(*lcrec, name)
     if path.is_dir() or path.suffix == ".inter":
         return read_atomic(path, name)
     return read_mapped(path, mapping or ColumnMapping(), name)

@@ -79,6 +79,11 @@ class EncoderConfig:
     the last text token's state (last)."""
     item_text_categories: bool = True
     """Include the item's categories in its text."""
+    item_text_fields: dict[str, int] | None = None
+    """Compose the item text from these fields, in this order, each cut to its own token budget,
+    e.g. {title: 24, brand: 4, categories: 12, description: 40} (any of title, categories and the
+    dataset's text attributes); None = `title (attributes) | categories` cut to item_text_tokens.
+    item_text_tokens must hold the sum (plus ~2 tokens per field for the separators)."""
     features: str | None = None
     """Name of frozen item features (PreparedDataset.features) concatenated to the pooled text; None = no features."""
     item_id_embedding: bool = False
@@ -97,6 +102,20 @@ class EncoderConfig:
             raise ValueError(f"embedding_dim: must be >= 1, got {self.embedding_dim}")
         if self.item_text_tokens < 1:
             raise ValueError(f"item_text_tokens: must be >= 1, got {self.item_text_tokens}")
+        if self.item_text_fields is not None:
+            if not self.item_text_fields:
+                raise ValueError("item_text_fields: give at least one field (or null for none)")
+            bad = {
+                k: v for k, v in self.item_text_fields.items() if not isinstance(v, int) or v < 1
+            }
+            if bad:
+                raise ValueError(f"item_text_fields: budgets must be integers >= 1, got {bad}")
+            total = sum(self.item_text_fields.values())
+            if self.item_text_tokens < total:
+                raise ValueError(
+                    f"item_text_tokens: {self.item_text_tokens} is below the item_text_fields "
+                    f"budgets' sum {total}; set it to at least {total + 2 * len(self.item_text_fields)}"
+                )
         if self.item_text_layers is not None and self.item_text_layers < 1:
             raise ValueError(
                 f"item_text_layers: must be >= 1 (or null = all), got {self.item_text_layers}"

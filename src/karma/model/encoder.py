@@ -55,6 +55,7 @@ class KarmaEncoder(nn.Module):
         self.mode = mode
         self.max_history = max_history
         self.num_items = len(item_texts)
+        self.item_texts = list(item_texts)  # what the item tokens are pooled from
         self.hidden_size: int = int(backbone.config.hidden_size)
         self.embedding_dim = config.embedding_dim
         d = self.hidden_size
@@ -185,6 +186,7 @@ class KarmaEncoder(nn.Module):
         self.item_text_mask = torch.cat([widen(self.item_text_mask), widen(mask)])
         start = self.num_items
         self.num_items += len(texts)
+        self.item_texts += list(texts)
         if self.item_features is not None:
             rows = torch.as_tensor(features, dtype=self.item_features.dtype, device=device)
             self.item_features = torch.cat([self.item_features, rows])
@@ -352,8 +354,13 @@ def encoder_from_config(
     features: np.ndarray | None = None,
     mode: Literal["rec", "search"] = "rec",
     max_history: int = 50,
+    item_fields: dict[str, list[str]] | None = None,
 ) -> KarmaEncoder:
     """Load the backbone and build the encoder over `item_texts` (seed torch first for `tiny`).
+
+    With `encoder.item_text_fields` set, the item texts are composed from `item_fields` instead
+    (`PreparedDataset.item_text_fields()`), each field cut to its token budget by the backbone's
+    tokenizer; the encoder's `item_texts` holds the result.
 
     With `item_text_pooling: backbone` the untruncated, untuned backbone reads the item texts once
     (or the disk cache answers) before `backbone.num_layers` and the tuning mode are applied; the
@@ -362,6 +369,11 @@ def encoder_from_config(
     from karma.model.backbone import load_pretrained, prepare_backbone
 
     backbone, tokenizer = load_pretrained(config.backbone)
+    budgets = config.encoder.item_text_fields
+    if budgets:
+        if item_fields is None:
+            raise KarmaError("model.encoder.item_text_fields is set but no item fields were given")
+        item_texts = item_text.compose_item_texts(tokenizer, item_fields, budgets)
     states = None
     if config.encoder.item_text_pooling == "backbone":
         states = item_text.backbone_item_states(backbone, tokenizer, item_texts, config.encoder)

@@ -54,6 +54,32 @@ def tokenize(
     return [list(ids) for ids in encoded["input_ids"]]
 
 
+FIELD_SEP = " | "
+
+
+def compose_item_texts(
+    tokenizer: PreTrainedTokenizerBase, fields: dict[str, list[str]], budgets: dict[str, int]
+) -> list[str]:
+    """Item texts from per-field token budgets: each field in `budgets` order is cut to its own
+    number of tokens (decoded back to text), empty fields are skipped, the rest joined by " | ".
+
+    A long description then cannot crowd out the title and categories, as one cut over the joined
+    text would."""
+    missing = [name for name in budgets if name not in fields]
+    if missing:
+        raise ConfigError(
+            f"model.encoder.item_text_fields: the dataset has no field {missing[0]!r}; "
+            f"it has {', '.join(fields)}"
+        )
+    cut: list[list[str]] = []
+    for name, budget in budgets.items():
+        values = [v.strip() for v in fields[name]]
+        rows = tokenize(tokenizer, values, budget)
+        decoded = tokenizer.batch_decode(rows, skip_special_tokens=True)
+        cut.append([d.strip() if v else "" for v, d in zip(values, decoded)])
+    return [FIELD_SEP.join(part for part in parts if part) for parts in zip(*cut)]
+
+
 def item_text_matrix(
     tokenizer: PreTrainedTokenizerBase, texts: list[str], max_tokens: int
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -97,6 +97,7 @@ def build_encoder(
         features=features,
         mode=data.mode,
         max_history=data.max_history,
+        item_fields=dataset.item_text_fields() if model.encoder.item_text_fields else None,
     )
 
 
@@ -169,9 +170,17 @@ class KarmaTask:
         if not any(w > 0 for stage in STAGES for w in config.weights(stage).values()):
             return None, None
         features = self.dataset.features(config.feature_name)[1] if config.flow_weight > 0 else None
+        # The knowledge targets are the item's own text: its composed fields when the encoder
+        # composes them (a short title-only text would leave a description unused), else the
+        # short text with categories.
+        targets = (
+            encoder.item_texts
+            if encoder.config.item_text_fields
+            else self.dataset.item_texts(with_categories=True)
+        )
         catalog = KnowledgeCatalog(
             encoder.tokenizer,
-            self.dataset.item_texts(with_categories=True),
+            targets,
             config.target_text_tokens,
             features,
             config.standardize_features,

@@ -92,7 +92,7 @@ class KarmaRecipe:
         )
         encoder.refresh_item_cache()
         encoder.eval()
-        texts = dataset.item_texts(with_categories=config.model.encoder.item_text_categories)
+        texts = encoder.item_texts
         provenance = {
             "backbone": config.model.backbone.name,
             "data_hash": sha256_of(
