@@ -19,11 +19,27 @@ from karma.serve.karma_encoder import KarmaInterestEncoder
 from karma.serve.protocol import InterestEncoder
 
 
-def tiny_encoder(texts: list[str], tuning: str, mode: str = "search") -> KarmaInterestEncoder:
+def tiny_encoder(
+    texts: list[str],
+    tuning: str,
+    mode: str = "search",
+    trained_items: np.ndarray | None = None,
+    **encoder_options: object,
+) -> KarmaInterestEncoder:
     torch.manual_seed(0)
     backbone, tokenizer = load_backbone(BackboneConfig(name="tiny", tuning=tuning, lora_rank=2))  # type: ignore[arg-type]
-    config = EncoderConfig(embedding_dim=8, item_text_tokens=8, instruction="next:")
-    encoder = KarmaEncoder(config, backbone, tokenizer, texts, mode=mode, max_history=10)  # type: ignore[arg-type]
+    config = EncoderConfig(
+        embedding_dim=8, item_text_tokens=8, instruction="next:", **encoder_options
+    )  # type: ignore[arg-type]
+    encoder = KarmaEncoder(
+        config,
+        backbone,
+        tokenizer,
+        texts,
+        mode=mode,
+        max_history=10,
+        trained_items=trained_items,  # type: ignore[arg-type]
+    )
     with torch.no_grad():  # LoRA B starts at zero: make the adapters matter
         for name, param in encoder.named_parameters():
             if "lora_B" in name:
@@ -91,3 +107,33 @@ def test_an_int8_artifact_serves_close_to_the_exact_one(
     a, b = exact.encode(histories), approx.encode(histories)
     assert not np.array_equal(a, b)
     assert (a * b).sum(1).min() > 0.98  # unit vectors: cosine
+
+
+def test_the_anchored_tower_exports_and_a_new_item_gets_its_anchor(
+    tmp_path: Path, small_catalog: tuple[pd.DataFrame, list[str]]
+) -> None:
+    items, texts = small_catalog
+    trained = np.arange(len(texts)) < 15  # the last five items were never trained
+    adapter = tiny_encoder(
+        texts, "frozen", mode="rec", trained_items=trained, item_residual_ratio=0.5
+    )
+    encoder = adapter.encoder
+    with torch.no_grad():  # a trained residual table: every row far past the bound
+        encoder.item_residual.table.weight.normal_(std=10.0)
+    expected_items = adapter.item_embeddings(texts)
+    write_artifact(adapter, items, texts, tmp_path / "anchored")
+    model = load_artifact(tmp_path / "anchored")
+    np.testing.assert_allclose(model.item_embeddings, expected_items, atol=1e-5)
+    served = model.encoder.encoder
+    assert served.item_residual.trained.tolist() == trained.tolist()
+
+    def anchor_only(index: int) -> np.ndarray:
+        with torch.no_grad():
+            anchor = served.item_projection(served.pooled_item_text[index : index + 1])
+            return torch.nn.functional.normalize(served.item_head(anchor), dim=-1)[0].numpy()
+
+    np.testing.assert_allclose(model.item_embeddings[17], anchor_only(17), atol=1e-6)
+    assert np.abs(model.item_embeddings[3] - anchor_only(3)).max() > 1e-3  # trained: moved
+    new = pd.DataFrame({"item_id": ["z"], "title": ["Zed"], "text": ["Zed | space, crime"]})
+    (index,) = model.add_items(new)
+    np.testing.assert_allclose(model.item_embeddings[index], anchor_only(index), atol=1e-6)

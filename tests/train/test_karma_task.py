@@ -25,12 +25,20 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny")
 
 
-def make_task(root: Path, mode: str = "rec", tuning: str = "lora", **action: object) -> KarmaTask:
+def make_task(
+    root: Path,
+    mode: str = "rec",
+    tuning: str = "lora",
+    residual: float | None = None,
+    **action: object,
+) -> KarmaTask:
     return KarmaTask(
         DataConfig(path=root, mode=mode, batch_size=8, max_history=5),  # type: ignore[arg-type]
         ModelConfig(
             BackboneConfig(name="tiny", tuning=tuning),  # type: ignore[arg-type]
-            EncoderConfig(embedding_dim=16, item_text_tokens=32, head_lr=1e-2),
+            EncoderConfig(
+                embedding_dim=16, item_text_tokens=32, head_lr=1e-2, item_residual_ratio=residual
+            ),
         ),
         ActionConfig(num_negatives=8, temperature=0.1, **action),  # type: ignore[arg-type]
         seed=0,
@@ -59,9 +67,12 @@ def test_search_batches_have_one_target_and_its_query(tiny_root: Path) -> None:
     assert torch.isfinite(out.loss) and out.parts["candidates"] > 8
 
 
-def test_loss_falls_and_every_trainable_parameter_changes(tiny_root: Path) -> None:
+@pytest.mark.parametrize("residual", [None, 0.3])  # 0.3: the semantic-anchored item tower
+def test_loss_falls_and_every_trainable_parameter_changes(
+    tiny_root: Path, residual: float | None
+) -> None:
     torch.manual_seed(0)
-    task = make_task(tiny_root, learn_temperature=True)
+    task = make_task(tiny_root, residual=residual, learn_temperature=True)
     probe = next(iter(task.batches(100)))
     with torch.no_grad():
         before_loss = task.loss_step(probe, "joint").loss.item()

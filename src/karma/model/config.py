@@ -88,6 +88,11 @@ class EncoderConfig:
     """Name of frozen item features (PreparedDataset.features) concatenated to the pooled text; None = no features."""
     item_id_embedding: bool = False
     """Add a learned per-item ID embedding to each item token (the shortcut that causes collapse; ablation only)."""
+    item_residual_ratio: float | None = None
+    """Semantic-anchored item tower: add a learned per-item residual to each item token whose norm
+    is at most this fraction of the anchor's (the token P_item builds from the item's text and
+    features), zero for items never trained (`karma.model.anchored`); None = off. Combinable with
+    item_id_embedding (unbounded) and with every knowledge objective."""
     item_tower: Literal["projection", "llm"] = "projection"
     """Item embedding: W_v applied to the item's continuous token (no LLM), or an LLM pass over its text."""
     instruction: str = (
@@ -119,6 +124,10 @@ class EncoderConfig:
         if self.item_text_layers is not None and self.item_text_layers < 1:
             raise ValueError(
                 f"item_text_layers: must be >= 1 (or null = all), got {self.item_text_layers}"
+            )
+        if self.item_residual_ratio is not None and self.item_residual_ratio <= 0:
+            raise ValueError(
+                f"item_residual_ratio: must be > 0 (or null = off), got {self.item_residual_ratio}"
             )
         if self.head_lr is not None and self.head_lr <= 0:
             raise ValueError(f"head_lr: must be > 0 (or null), got {self.head_lr}")

@@ -1,6 +1,7 @@
 """The KARMA encoder: items as continuous tokens, an LLM pass, and the two retrieval towers.
 
-    x_i = P_item( pool(E_tok(text_i)) [; f_i] ) [+ id_emb(i)]      (d,)   one token per item
+    a_i = P_item( pool(E_tok(text_i)) [; f_i] )                     (d,)   the item's anchor
+    x_i = a_i [+ r_i] [+ id_emb(i)]                                 (d,)   one token per item
     h   = last-layer hidden state at the readout position           (d,)
     e_u = normalize(W_u h)                                          (e,)   interest embedding
     e_i = normalize(W_v x_i)                                        (e,)   item tower (no LLM)
@@ -9,6 +10,8 @@ Item texts are tokenized once into a padded (N, L) id matrix; pooling runs throu
 input embedding table. When that table is frozen (the default) the pooled (N, d) matrix is computed
 once and kept as a buffer. With `item_text_pooling: backbone` that buffer instead holds the frozen
 backbone's states over each item text (`karma.model.item_text`, computed by `encoder_from_config`).
+`r_i` is the anchored tower's bounded per-item residual (`item_residual_ratio`,
+`karma.model.anchored`): ||r_i|| <= rho ||a_i||, zero for items never trained.
 Sequence layout and readout positions: see `karma.model.sequence`.
 """
 
@@ -25,6 +28,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from karma.errors import KarmaError
 from karma.model import item_text
+from karma.model.anchored import BoundedResidual
 from karma.model.config import EncoderConfig, ModelConfig
 from karma.model.sequence import SequenceLayout, layout_batch
 
@@ -45,9 +49,11 @@ class KarmaEncoder(nn.Module):
         mode: Literal["rec", "search"] = "rec",
         max_history: int = 50,
         item_text_states: torch.Tensor | None = None,
+        trained_items: np.ndarray | None = None,
     ) -> None:
         """`item_text_states` (N, d): the precomputed item-text inputs that
-        `item_text_pooling: backbone` needs (`karma.model.item_text.backbone_item_states`)."""
+        `item_text_pooling: backbone` needs (`karma.model.item_text.backbone_item_states`).
+        `trained_items` (N,) bool: items the anchored tower's residual may move (None = all)."""
         super().__init__()
         self.config = config
         self.backbone = backbone
@@ -91,6 +97,16 @@ class KarmaEncoder(nn.Module):
         )
         if self.item_id_embedding is not None:
             nn.init.zeros_(self.item_id_embedding.weight)
+        self.item_residual = (
+            BoundedResidual(
+                self.num_items,
+                d,
+                config.item_residual_ratio,
+                None if trained_items is None else torch.as_tensor(trained_items, dtype=torch.bool),
+            )
+            if config.item_residual_ratio is not None
+            else None
+        )
         table = backbone.get_input_embeddings().weight
         eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
         # [INTEREST] exists only in search mode; rec mode reads out at the item positions.
@@ -187,6 +203,8 @@ class KarmaEncoder(nn.Module):
         start = self.num_items
         self.num_items += len(texts)
         self.item_texts += list(texts)
+        if self.item_residual is not None:
+            self.item_residual.append(len(texts))  # new items: their anchor alone
         if self.item_features is not None:
             rows = torch.as_tensor(features, dtype=self.item_features.dtype, device=device)
             self.item_features = torch.cat([self.item_features, rows])
@@ -226,7 +244,9 @@ class KarmaEncoder(nn.Module):
             pooled = self._pool_text(unique)[inverse]  # pool each distinct item once
         if self.item_features is not None:
             pooled = torch.cat([pooled, self.item_features[flat]], dim=-1)  # (K, d + f)
-        tokens = self.item_projection(pooled)  # (K, d)
+        tokens = self.item_projection(pooled)  # (K, d) anchors a_i
+        if self.item_residual is not None:
+            tokens = self.item_residual(tokens, flat)  # a_i + r_i, ||r_i|| <= rho ||a_i||
         if self.item_id_embedding is not None:
             tokens = tokens + self.item_id_embedding(flat)
         return tokens.reshape(*item_idx.shape, self.hidden_size)
@@ -337,6 +357,8 @@ class KarmaEncoder(nn.Module):
         modules: list[nn.Module] = [self.item_projection]
         if self.item_id_embedding is not None:
             modules.append(self.item_id_embedding)
+        if self.item_residual is not None:
+            modules.append(self.item_residual)
         return [p for m in modules for p in m.parameters() if p.requires_grad]
 
     def head_parameters(self) -> list[nn.Parameter]:
@@ -344,6 +366,8 @@ class KarmaEncoder(nn.Module):
         modules: list[nn.Module] = [self.item_projection, self.user_head, self.item_head]
         if self.item_id_embedding is not None:
             modules.append(self.item_id_embedding)
+        if self.item_residual is not None:
+            modules.append(self.item_residual)
         extra = [self.interest_token] if self.interest_token is not None else []
         return extra + [p for m in modules for p in m.parameters()]
 
@@ -355,6 +379,7 @@ def encoder_from_config(
     mode: Literal["rec", "search"] = "rec",
     max_history: int = 50,
     item_fields: dict[str, list[str]] | None = None,
+    trained_items: np.ndarray | None = None,
 ) -> KarmaEncoder:
     """Load the backbone and build the encoder over `item_texts` (seed torch first for `tiny`).
 
@@ -387,4 +412,5 @@ def encoder_from_config(
         mode=mode,
         max_history=max_history,
         item_text_states=states,
+        trained_items=trained_items,
     )

@@ -67,6 +67,7 @@ class KarmaInterestEncoder(nn.Module):
             "encoder.user_head.",
             "encoder.item_head.",
             "encoder.item_id_embedding.",
+            "encoder.item_residual.",
         )
 
     def encoder_config(self) -> dict[str, Any]:

@@ -98,6 +98,7 @@ def build_encoder(
         mode=data.mode,
         max_history=data.max_history,
         item_fields=dataset.item_text_fields() if model.encoder.item_text_fields else None,
+        trained_items=dataset.train_item_counts() > 0,
     )
 
 
