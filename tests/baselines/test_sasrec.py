@@ -154,3 +154,52 @@ def test_cli_baseline_sasrec(successor_dataset: PreparedDataset, tmp_path: Path)
     assert main(["evaluate", str(run_dir), "--bootstrap", "0", "--split", "valid"]) == 0
     assert (run_dir / "metrics_valid.json").is_file()
     assert main([*args, "epochs=abc"]) == 2  # a bad override is a one-line user error
+
+
+@pytest.fixture
+def featured_dataset(tmp_path: Path) -> PreparedDataset:
+    """The successor pattern, with one-hot 'text' features and item 29 never clicked in training."""
+    rng = np.random.default_rng(0)
+    sequences = []
+    for _ in range(120):
+        start, length = rng.integers(0, NUM_ITEMS - 1), rng.integers(5, 12)
+        sequences.append([(start + t) % (NUM_ITEMS - 1) for t in range(length)])
+    features = {"text": np.eye(NUM_ITEMS, 8, dtype=np.float32) + 0.1}
+    root = write_leave_one_out(tmp_path / "ds", sequences, NUM_ITEMS, features=features)
+    return PreparedDataset(root)
+
+
+@pytest.mark.parametrize("residual", [None, 0.5])
+def test_text_sasrec_embeds_items_from_features(
+    featured_dataset: PreparedDataset, tmp_path: Path, residual: float | None
+) -> None:
+    config = tiny_config(item_features="text", item_residual_ratio=residual, epochs=3)
+    task = SASRecTask(featured_dataset, config)
+    model = task.model
+    assert model.item_embedding is None  # no free ID table
+    features = torch.from_numpy(featured_dataset.features("text")[1])
+    with torch.no_grad():
+        anchors = model.item_projection(features)
+    assert torch.equal(model.catalog_embeddings().detach(), anchors)  # residual starts at zero
+    run_dir = tmp_path / "run"
+    SASRecRecipe().train(config, run_dir, featured_dataset.root, progress=False)
+    loaded = load_retriever(run_dir)  # the features travel with the weights
+    items = torch.from_numpy(loaded.item_vectors())
+    with torch.no_grad():
+        anchors = loaded.model.item_projection(features)
+    assert torch.allclose(items[29], anchors[29])  # never trained: exactly its anchor
+    moved = (items - anchors).norm(dim=1)
+    if residual is None:
+        assert torch.allclose(items, anchors)
+    else:
+        assert moved[:29].max() > 0
+        assert (moved <= residual * anchors.norm(dim=1) * (1 + 1e-5)).all()
+
+
+def test_text_sasrec_config_checks(featured_dataset: PreparedDataset) -> None:
+    with pytest.raises(ValueError, match="item_residual_ratio needs item_features"):
+        tiny_config(item_residual_ratio=0.5)
+    from karma.errors import DataError
+
+    with pytest.raises(DataError, match="no features named 'nope'"):
+        SASRecTask(featured_dataset, tiny_config(item_features="nope"))

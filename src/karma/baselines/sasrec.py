@@ -12,6 +12,12 @@ Item index i (dataset row) is embedding row i + 1; row 0 is padding.
 On a new-item (cold) split the cold items get logit -inf in the training softmax: they are never
 negatives, so their embeddings keep their seeded initial values, which is all an ID model can
 score a never-seen item with.
+
+Text-based variant (`item_features`: the UniSRec / RecFormer family at its simplest): the item
+embedding is a learned projection of frozen content features (e.g. MiniLM over the item text),
+shared by every item, so a new item is embedded from its text like any other; with
+`item_residual_ratio` each trained item also gets a bounded residual (the semantic-anchored tower,
+`karma.model.anchored`). The feature matrix is saved with the weights.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from karma.data.dataset import Examples, PreparedDataset
 from karma.errors import KarmaError
 from karma.eval.metrics import hit_rate, ndcg
 from karma.eval.ranking import rank_targets
+from karma.model.anchored import BoundedResidual
 from karma.objectives.base import LossOutput, Stage
 
 PAD = 0
@@ -63,6 +70,12 @@ class SASRecConfig:
     """Stop after this many validations without a better valid NDCG@10 (0 = never stop early)."""
     seed: int = 0
     """Seed for initialisation and batch order."""
+    item_features: str | None = None
+    """Embed items as a learned projection of these frozen dataset features (e.g. minilm) instead
+    of free ID vectors: the text-based sequential baseline; None = ID embeddings."""
+    item_residual_ratio: float | None = None
+    """With item_features: a per-item residual bounded to this fraction of the projected
+    feature's norm, zero for items never trained (the semantic-anchored tower); None = off."""
     device: str = "auto"
     """`auto` (cuda if available), `cpu` or `cuda`."""
 
@@ -78,6 +91,13 @@ class SASRecConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
+        if self.item_residual_ratio is not None and (
+            self.item_features is None or self.item_residual_ratio <= 0
+        ):
+            raise ValueError(
+                "item_residual_ratio needs item_features and must be > 0, got "
+                f"{self.item_residual_ratio} with item_features={self.item_features!r}"
+            )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -90,10 +110,35 @@ class SASRecConfig:
 class SASRec(nn.Module):
     """Causal transformer over item ids; `forward` gives one hidden state per position."""
 
-    def __init__(self, num_items: int, config: SASRecConfig) -> None:
+    def __init__(
+        self,
+        num_items: int,
+        config: SASRecConfig,
+        features: torch.Tensor | None = None,
+        trained: torch.Tensor | None = None,
+    ) -> None:
+        """`features` (N, f): frozen item features (needed with `config.item_features`);
+        `trained` (N,) bool: items the anchored residual may move (None = all)."""
         super().__init__()
         self.config = config
-        self.item_embedding = nn.Embedding(num_items + 1, config.hidden, padding_idx=PAD)
+        self.item_projection: nn.Linear | None = None
+        self.item_residual: BoundedResidual | None = None
+        if config.item_features is not None:
+            if features is None or features.shape[0] != num_items:
+                got = None if features is None else tuple(features.shape)
+                raise KarmaError(f"item_features: need a ({num_items}, f) matrix, got {got}")
+            self.register_buffer("item_features", features.detach().float().clone())
+            self.item_projection = nn.Linear(features.shape[1], config.hidden)
+            if config.item_residual_ratio is not None:
+                self.item_residual = BoundedResidual(
+                    num_items, config.hidden, config.item_residual_ratio, trained
+                )
+        # Free ID vectors, or none when the items are embedded from their features.
+        self.item_embedding = (
+            nn.Embedding(num_items + 1, config.hidden, padding_idx=PAD)
+            if self.item_projection is None
+            else None
+        )
         self.position_embedding = nn.Embedding(config.max_len, config.hidden)
         self.dropout = nn.Dropout(config.dropout)
         block = nn.TransformerEncoderLayer(
@@ -107,18 +152,17 @@ class SASRec(nn.Module):
         )
         self.blocks = nn.TransformerEncoder(block, config.num_blocks, enable_nested_tensor=False)
         self.final_norm = nn.LayerNorm(config.hidden)
-        nn.init.normal_(self.item_embedding.weight, std=config.hidden**-0.5)
         nn.init.normal_(self.position_embedding.weight, std=0.02)
-        with torch.no_grad():
-            self.item_embedding.weight[PAD].zero_()
+        if self.item_embedding is not None:
+            nn.init.normal_(self.item_embedding.weight, std=config.hidden**-0.5)
+            with torch.no_grad():
+                self.item_embedding.weight[PAD].zero_()
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """items (B, T) embedding rows (0 = padding, right-padded) -> hidden (B, T, D)."""
         length = items.shape[1]
         positions = torch.arange(length, device=items.device)
-        x = self.item_embedding(items) * self.config.hidden**0.5 + self.position_embedding(
-            positions
-        )
+        x = self.embed_items(items) * self.config.hidden**0.5 + self.position_embedding(positions)
         x = self.dropout(x)  # (B, T, D)
         causal = torch.triu(
             torch.ones(length, length, dtype=torch.bool, device=items.device), diagonal=1
@@ -126,9 +170,26 @@ class SASRec(nn.Module):
         x = self.blocks(x, mask=causal)
         return self.final_norm(x)  # (B, T, D)
 
+    def embed_items(self, items: torch.Tensor) -> torch.Tensor:
+        """(B, T) embedding rows -> (B, T, D) input item vectors (padding -> zeros)."""
+        if self.item_embedding is not None:
+            return self.item_embedding(items)  # padding_idx keeps row 0 at zero
+        return self.item_rows()[items]
+
+    def item_rows(self) -> torch.Tensor:
+        """(N + 1, D) item embedding rows, row 0 = padding (zeros)."""
+        if self.item_embedding is not None:
+            return self.item_embedding.weight
+        assert self.item_projection is not None
+        anchors = self.item_projection(self.item_features)  # (N, D)
+        if self.item_residual is not None:
+            index = torch.arange(anchors.shape[0], device=anchors.device)
+            anchors = self.item_residual(anchors, index)
+        return torch.cat([anchors.new_zeros(1, anchors.shape[1]), anchors])
+
     def catalog_embeddings(self) -> torch.Tensor:
         """(N, D): output item embeddings, tied with the input ones (padding row dropped)."""
-        return self.item_embedding.weight[1:]
+        return self.item_rows()[1:]
 
 
 def right_padded(histories: list[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,8 +268,9 @@ class SASRecRetriever:
                 f"{directory / WEIGHTS_FILE} is missing; train with `karma baseline sasrec`"
             )
         config = load_config(SASRecConfig, directory / CONFIG_FILE)
-        model = SASRec(num_items, config)
-        model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+        state = load_file(str(directory / WEIGHTS_FILE))
+        model = SASRec(num_items, config, features=state.get("item_features"))
+        model.load_state_dict(state)
         model.eval()
         return cls(model)
 
@@ -228,8 +290,16 @@ class SASRecTask:
         self.dataset = dataset
         self.config = config
         self.device = config.torch_device()
+        features = None
+        if config.item_features is not None:
+            features = torch.from_numpy(dataset.features(config.item_features)[1])
         torch.manual_seed(config.seed)
-        self.model = SASRec(dataset.num_items, config).to(self.device)
+        self.model = SASRec(
+            dataset.num_items,
+            config,
+            features=features,
+            trained=torch.from_numpy(dataset.train_item_counts() > 0),
+        ).to(self.device)
         self.sequences = training_windows(dataset.train_sequences(), config.max_len)
         if not self.sequences:
             raise KarmaError(
@@ -255,7 +325,7 @@ class SASRecTask:
 
     def loss_step(self, batch: SASRecBatch, stage: Stage) -> LossOutput:
         """Full-catalog softmax cross-entropy of the next item at every real position."""
-        device = self.model.item_embedding.weight.device  # the Trainer may have moved the model
+        device = self.model.position_embedding.weight.device  # the Trainer may have moved it
         inputs = batch.inputs.to(device)
         labels = batch.labels.to(device)
         hidden = self.model(inputs)  # (B, T, D)
