@@ -88,6 +88,14 @@ def test_prepare_lcrec(tmp_path: Path, as_file: bool) -> None:
     assert fields["brand"][row["2"]] == ""
     assert fields["categories"][row["1"]] == "Fasteners, Collated Fasteners, Staples"
     assert ds.manifest["text_attributes"] == ["brand", "description"]
+    # The description comes last, so a truncating encoder keeps the categories.
+    assert ds.item_texts()[row["1"]] == (
+        "Staples 1/2-Inch. (Stanley.) | Fasteners, Collated Fasteners, Staples | "
+        "Heavy-duty staples for insulation 'and' roofing."
+    )
+    assert ds.item_texts()[row["0"]] == (
+        "Relay Kit & Capacitor. (Supco.) | Industrial Electrical, Capacitors"
+    )
 
 
 @pytest.mark.parametrize(

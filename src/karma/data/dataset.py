@@ -29,6 +29,8 @@ import pandas as pd
 from karma.data import schema
 from karma.errors import DataError
 
+DESCRIPTION = "description"  # the one long text attribute: placed last in `item_texts`
+
 Split = Literal["train", "valid", "test"]
 
 
@@ -116,19 +118,24 @@ class PreparedDataset:
         return [list(c) if c is not None else [] for c in self.items["categories"]]
 
     def item_texts(self, with_categories: bool = True, with_attributes: bool = True) -> list[str]:
-        """Short item text: `title (attr, attr) | cat, cat` — what the LLM reads for an item."""
+        """Item text: `title (attr, attr) | cat, cat [| description]` — what the LLM reads for an
+        item (unless `model.encoder.item_text_fields` composes it) and what text features encode.
+
+        A `description` attribute comes last, after the categories: an encoder that truncates the
+        text then loses the end of the description, never the categories."""
         attributes = self.manifest.get("text_attributes", []) if with_attributes else []
+        short = [a for a in attributes if a != DESCRIPTION]
         texts = []
         for i, title in enumerate(self.titles):
             text = title
-            extra = [
-                str(self.items[a].iloc[i]) for a in attributes if pd.notna(self.items[a].iloc[i])
-            ]
+            extra = [str(self.items[a].iloc[i]) for a in short if pd.notna(self.items[a].iloc[i])]
             extra = [e for e in extra if e and e not in title]
             if extra:
                 text += f" ({', '.join(extra)})"
             if with_categories and self.categories[i]:
                 text += " | " + ", ".join(self.categories[i])
+            if DESCRIPTION in attributes and pd.notna(self.items[DESCRIPTION].iloc[i]):
+                text += f" | {self.items[DESCRIPTION].iloc[i]}"
             texts.append(text)
         return texts
 
