@@ -161,7 +161,8 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """
     if not training or p == 0.0:
         return x
-    return x * ((torch.rand_like(x) >= p) * (1.0 / (1.0 - p)))
+    keep = torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))  # 0 or 1 / (1 - p), in place
+    return x * keep
 
 
 def transformer_block(
@@ -190,7 +191,12 @@ def transformer_block(
                 torch.ones(length, length, dtype=torch.bool, device=x.device).triu_(1),
                 float("-inf"),
             )  # (T, T)
-        scores = (q @ k.transpose(-2, -1)) * (width // heads) ** -0.5 + attention_bias
+        # bias + (q / sqrt(Dh)) k^T as one batched matmul: no separate scale and add passes.
+        scores = torch.baddbmm(
+            attention_bias.expand(batch, heads, length, length).reshape(-1, length, length),
+            (q * (width // heads) ** -0.5).reshape(-1, length, width // heads),
+            k.reshape(-1, length, width // heads).transpose(1, 2),
+        ).view(batch, heads, length, length)  # (B, H, T, T)
         h = dropout(scores.softmax(dim=-1), p, training) @ v  # (B, H, T, Dh)
     else:
         h = F.scaled_dot_product_attention(
