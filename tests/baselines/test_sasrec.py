@@ -8,12 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from karma.baselines.popularity import PopularityRetriever
 from karma.baselines.sasrec import (
+    SASRec,
+    SASRecBatch,
     SASRecConfig,
     SASRecRetriever,
     SASRecTask,
+    next_item_loss,
+    packed_windows,
+    right_padded,
 )
 from karma.config import ConfigError, load_config
 from karma.data.dataset import PreparedDataset
@@ -203,3 +211,89 @@ def test_text_sasrec_config_checks(featured_dataset: PreparedDataset) -> None:
 
     with pytest.raises(DataError, match="no features named 'nope'"):
         SASRecTask(featured_dataset, tiny_config(item_features="nope"))
+
+
+# ------------------------------------------------------- the fast path against a slow reference
+
+
+def reference_hidden(model: SASRec, items: torch.Tensor) -> torch.Tensor:
+    """The plain formulation: right-padded rows through `nn.TransformerEncoder` (B, T, D)."""
+    length = items.shape[1]
+    x = model.item_embedding(items) * model.config.hidden**0.5 + model.position_embedding(
+        torch.arange(length)
+    )
+    causal = torch.triu(torch.ones(length, length, dtype=torch.bool), diagonal=1)
+    return model.final_norm(model.blocks(x, mask=causal))
+
+
+def reference_loss(
+    model: SASRec, windows: list[np.ndarray], untrainable: torch.Tensor | None
+) -> torch.Tensor:
+    """One right-padded window a row, the full (M, N) logits, `F.cross_entropy`."""
+    inputs, _ = right_padded([w[:-1] for w in windows], model.config.max_len)
+    labels, _ = right_padded([w[1:] for w in windows], model.config.max_len)
+    hidden = reference_hidden(model, inputs)
+    real = labels != 0
+    logits = hidden[real] @ model.catalog_embeddings().T
+    if untrainable is not None:
+        logits = logits.masked_fill(untrainable, float("-inf"))
+    return F.cross_entropy(logits, labels[real] - 1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    lengths=st.lists(st.integers(2, 9), min_size=1, max_size=10),
+    heads=st.sampled_from([1, 2]),
+    cold=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_packed_fused_loss_matches_padded_reference(
+    lengths: list[int], heads: int, cold: bool, seed: int
+) -> None:
+    """Same loss and same gradient on every parameter (dropout off: the only randomness)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    config = tiny_config(hidden=8, num_heads=heads, num_blocks=2, max_len=8, dropout=0.0)
+    model = SASRec(NUM_ITEMS, config)
+    untrainable = None
+    if cold:  # the last five items are never candidates (and never targets)
+        untrainable = torch.arange(NUM_ITEMS) >= NUM_ITEMS - 5
+    windows = [rng.integers(0, NUM_ITEMS - 5, size=n) for n in lengths]
+
+    expected = reference_loss(model, windows, untrainable)
+    expected.backward()
+    expected_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    batch = SASRecBatch(*packed_windows(windows, config.max_len))
+    assert batch.inputs.shape[0] <= len(windows)
+    loss = next_item_loss(model, batch, untrainable)
+    loss.backward()
+
+    torch.testing.assert_close(loss, expected)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, expected_grads[name], msg=name)
+
+
+def test_packing_places_every_step_once() -> None:
+    windows = [np.arange(n) + 10 * n for n in (9, 2, 5, 4, 3, 7)]  # 8 + 1 + 4 + 3 + 2 + 6 steps
+    inputs, labels, positions, segments = packed_windows(windows, max_len=8)
+    assert inputs.shape == (3, 8)  # 24 steps fit exactly in three rows of eight
+    for index, window in enumerate(windows):
+        mine = segments == index
+        assert torch.equal(inputs[mine], torch.from_numpy(window[:-1] + 1))
+        assert torch.equal(labels[mine], torch.from_numpy(window[1:] + 1))
+        assert torch.equal(positions[mine], torch.arange(len(window) - 1))
+    assert not bool((segments == -1).any())
+
+
+def test_user_vectors_match_reference_in_any_order(successor_dataset: PreparedDataset) -> None:
+    task = SASRecTask(successor_dataset, tiny_config(num_blocks=2))
+    task.model.eval()
+    examples = successor_dataset.examples("test")
+    items, lengths = right_padded(examples.histories, task.model.config.max_len)
+    with torch.no_grad():
+        hidden = reference_hidden(task.model, items)
+    expected = hidden[torch.arange(len(lengths)), lengths - 1].numpy()
+    np.testing.assert_allclose(
+        SASRecRetriever(task.model, batch_size=7).user_vectors(examples), expected, atol=1e-5
+    )

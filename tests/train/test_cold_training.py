@@ -111,7 +111,7 @@ def test_sasrec_loss_ignores_the_cold_item(tmp_path: Path) -> None:
         losses.append(out.loss.item())
         assert task.model.item_embedding.weight.grad[10].abs().sum() == 0
         # Reference: cross-entropy over items 0..8 only.
-        hidden = task.model(batch.inputs)
+        hidden = task.model(batch.inputs, batch.positions, batch.segments)  # packed rows
         real = batch.labels != 0
         logits = hidden[real] @ task.model.catalog_embeddings()[:9].T
         reference = F.cross_entropy(logits, batch.labels[real] - 1)
