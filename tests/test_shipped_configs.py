@@ -17,10 +17,10 @@ ALL_YAML = sorted(CONFIGS.glob("**/*.yaml"))
 
 
 def config_type(path: Path) -> type:
-    """Grids live in configs/experiments; sasrec.yaml is a SASRecConfig; the rest are RunConfigs."""
+    """Grids live in configs/experiments; *sasrec.yaml is a SASRecConfig; the rest are RunConfigs."""
     if path.parent.name == "experiments":
         return GridConfig
-    if path.stem == "sasrec":
+    if path.stem == "sasrec" or path.stem.endswith("-sasrec"):
         return recipe_for("sasrec").config_type
     return RunConfig
 
