@@ -54,7 +54,8 @@ def new_item_features(source: dict[str, Any] | None, texts: list[str]) -> np.nda
     if not source.get("from_item_text"):
         raise KarmaError(
             f"{refuse} they were computed from another item text than the one the artifact "
-            "stores (model.encoder.item_text_categories=false)"
+            "stores (model.encoder.item_text_categories=false, or item_text_fields cut the "
+            "stored text field by field)"
         )
     from karma.data.features import encode_texts, resolve_encoder
 
