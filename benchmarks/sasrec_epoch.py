@@ -8,7 +8,8 @@ Times, side by side and interleaved (the CPU is shared, so the two paths see the
   window right-padded to the batch's longest, the transformer over all (B, T) slots, the (M, N)
   logits written out and `F.cross_entropy` over them; validation in dataset order.
 - `fast`: `SASRecTask` as it is now (windows packed into rows, fused chunked full-softmax loss,
-  validation in history-length order).
+  blocks written out with `rand_like` dropout; validation in history-length order through
+  causal `scaled_dot_product_attention`).
 Both start from the same initial weights and train the same epoch's windows in the same order
 (forward + backward + AdamW step per batch; dropout as configured), then validate on all users.
 

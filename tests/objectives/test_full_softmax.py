@@ -13,6 +13,15 @@ from hypothesis import strategies as st
 from karma.objectives.full_softmax import full_softmax_cross_entropy
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matmuls run fastest on one thread, and the test machine's cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_hand_checked_values() -> None:
     # Two items, one query: logits (2, 0) for target 0 -> -log(e^2 / (e^2 + 1)).
     hidden = torch.tensor([[1.0, 0.0]], requires_grad=True)

@@ -6,7 +6,8 @@ show that cross-entropy over *all* items makes it much stronger. That is what we
 position t the hidden state predicts item t+1 against the whole catalog, with the input and output
 item embeddings tied, so the retriever is `user = h_last`, `item = E[item]`, score = dot product.
 
-Sequences are right-padded, so with a causal mask a real position never attends to padding.
+Evaluation rows are right-padded, so with a causal mask a real position never attends to padding;
+training packs several windows into each row (`packed_windows`), each attending only to itself.
 Item index i (dataset row) is embedding row i + 1; row 0 is padding.
 
 On a new-item (cold) split the cold items get logit -inf in the training softmax: they are never
