@@ -27,10 +27,12 @@ runs:
     config: configs/debug/tiny.yaml
     overrides: [train.max_steps=4, train.eval_every=2, train.checkpoint_every=2,
                 train.lr_warmup_steps=1, knowledge.reconstruction_weight=0.5]
+  - {name: query-floor, kind: query-floor, baseline: query-floor}
   - name: search-karma
     kind: karma
     config: configs/debug/tiny.yaml
     init_from: karma
+    baseline: query-floor
     overrides: [data.mode=search, train.max_steps=4, train.eval_every=2,
                 train.checkpoint_every=2, train.lr_warmup_steps=1,
                 knowledge.reconstruction_weight=0.5]
@@ -43,10 +45,30 @@ runs:
     printed = capsys.readouterr().out
     assert code == 0
     assert "| popularity |" in printed and "| karma |" in printed
+    # search runs in a table of their own, against the query-only floor
+    recommendation, search = printed.split("## Personalized search")
+    assert "| search-karma |" not in recommendation and "| search-karma |" in search
+    assert "| query-floor |" in search and "Query-blind rankings on the same users" in search
     assert printed.count("  query: ") == 2  # two personalized search examples
     # ... from the search-mode run, whose LLM reads the query (not retrieve-then-filter)
     assert "(search-karma run, test users; the LLM reads the query and the history)" in printed
     assert (out / "results.md").is_file() and (out / "recall_at_k.png").is_file()
+    # query adherence side by side: the search model, the floor, then the query-blind runs
+    adherence = printed.split("Query adherence@10:")[1].split("\n\n")[0].splitlines()[1:]
+    assert [line.split()[0] for line in adherence] == [
+        "query-floor",
+        "search-karma",
+        "popularity",
+        "karma",
+    ]
+    assert "query-blind (recommendation)" in adherence[2]
+    # the floor lists every unmasked item of the queried genre first: no ranking adheres more
+    scores = [float(line.split()[1]) for line in adherence]
+    assert scores[0] == max(scores) > 0
+    # closing sentences: the search model against its floor, with its adherence
+    summary = printed.split("What it shows: ")[1]
+    assert "Search: search-karma finds the held-out item at HR@10" in summary
+    assert "for query-floor (Δ" in summary and "of its top 10 in the queried genres" in summary
     # as the shipped demo: the search model starts from the recommendation run's weights
     saved = (out / "search-karma" / "seed0" / "run_config.yaml").read_text()
     assert f"init_from: {(out / 'karma' / 'seed0').resolve()}" in saved

@@ -72,6 +72,9 @@ def test_resume_equals_uninterrupted_run(
     result = Trainer(config, resumed, tmp_path / "split", resume=True).fit()
 
     assert result["steps"] == whole_result["steps"] == semantic_warmup_steps + 8
+    # steps per stage survive the crash: the resumed run counts the warm-up it did before it
+    warmup = {"warmup": semantic_warmup_steps} if semantic_warmup_steps else {}
+    assert result["stage_steps"] == whole_result["stage_steps"] == warmup | {"joint": 8}
     assert crashing.stages + resumed.stages == whole.stages
     assert crashing.epochs + resumed.epochs == whole.epochs
     for name, value in params(whole).items():
@@ -111,6 +114,7 @@ def test_warmup_stage_runs_its_steps_then_joint(tmp_path: Path) -> None:
     assert train[3]["lr"] == pytest.approx(0.02 * 1 / 2)
     assert train[6]["lr"] == pytest.approx(0.02 * warmup_cosine_factor(3, 2, 4))
     assert result["steps"] == 7
+    assert result["stage_steps"] == {"warmup": 3, "joint": 4}
     assert [r["step"] for r in read_log(tmp_path) if r["kind"] == "eval"] == [7]
 
 
@@ -363,6 +367,9 @@ def test_pause_then_resume_equals_uninterrupted_run(
     result = Trainer(config, resumed, tmp_path / "split", resume=True).fit()
     assert result["paused"] is False
     assert result["steps"] == whole_result["steps"] == semantic_warmup_steps + 8
+    # steps per stage survive the pause: the resumed run counts the warm-up it did before it
+    warmup = {"warmup": semantic_warmup_steps} if semantic_warmup_steps else {}
+    assert result["stage_steps"] == whole_result["stage_steps"] == warmup | {"joint": 8}
     assert first.stages + resumed.stages == whole.stages
     for name, value in params(whole).items():
         assert torch.equal(params(resumed)[name], value), name

@@ -11,6 +11,9 @@ What is reported (`EvalResult`):
   `short_history` users (at most `short_history` history items);
 - ranking-stage `auc` (pooled over all users' positive/negative pairs) and `gauc` (mean of each
   user's AUC) of the target against `num_negatives` uniformly sampled non-history items per user.
+- where the examples have queries, `query_adherence@10` (`karma.eval.adherence`): the share of
+  each user's top 10 whose categories contain a query word, for any retriever, so a model that
+  reads the query and a query-blind one are measured alike.
 - on a new-item split (`dataset.cold_items` not empty): cold-target and warm-target segments over
   the full catalog, and cold-target users ranked among the cold items alone, with CIs
   (`karma.eval.cold`).
@@ -29,10 +32,11 @@ from typing import Any
 import numpy as np
 
 from karma.data.dataset import Examples, PreparedDataset, Split
+from karma.eval.adherence import ADHERENCE_K, query_adherence
 from karma.eval.bootstrap import bootstrap_ci
 from karma.eval.cold import cold_item_segments, cold_segments_markdown
 from karma.eval.metrics import DEFAULT_KS, TargetRanks, per_user_metrics
-from karma.eval.ranking import rank_targets
+from karma.eval.ranking import rank_targets, top_k_items
 from karma.eval.retriever import Retriever
 
 HEADLINE_METRICS = ("hr@10", "ndcg@10", "hr@50", "mrr")
@@ -268,6 +272,11 @@ def evaluate(
     auc, user_auc = sampled_auc(users, items, examples.targets, negatives)
     metrics["auc"] = auc
     metrics["gauc"] = float(np.nanmean(user_auc)) if len(user_auc) else float("nan")
+    if any(examples.queries):
+        exclude = examples.histories if mask_history else None
+        top, _ = top_k_items(users, items, k=min(ADHERENCE_K, len(items)), exclude=exclude)
+        adherence = query_adherence(top, examples.queries, dataset.categories)
+        metrics[f"query_adherence@{ADHERENCE_K}"] = adherence
     ci_inputs = {n: per_user[n] for n in per_user if n in _table_metrics()}
     if len(user_auc) and not np.isnan(user_auc).any():
         ci_inputs["gauc"] = user_auc

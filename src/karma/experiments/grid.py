@@ -25,7 +25,7 @@ from typing import Literal
 
 from karma.errors import ConfigError
 
-RunKind = Literal["karma", "sasrec", "popularity", "frozen"]
+RunKind = Literal["karma", "sasrec", "popularity", "frozen", "query-floor"]
 RESULT_FILE = "result.json"
 """A cell's finished result in its run directory; it appears only once the cell is complete."""
 
@@ -37,7 +37,8 @@ class RunSpec:
     name: str
     """label of the run in tables and figures; also its directory name"""
     kind: RunKind = "karma"
-    """karma (a RunConfig), sasrec (a SASRecConfig), popularity or frozen (no training)"""
+    """karma (a RunConfig), sasrec (a SASRecConfig), popularity, frozen or query-floor (no
+    training; query-floor ranks by the query alone, the floor of personalized search)"""
     config: Path | None = None
     """YAML config of a karma or sasrec run"""
     overrides: list[str] = field(default_factory=list)

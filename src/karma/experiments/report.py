@@ -14,11 +14,13 @@ import numpy as np
 
 from karma.data.dataset import PreparedDataset, Split
 from karma.errors import KarmaError
+from karma.eval.adherence import ADHERENCE_K
 from karma.eval.evaluate import LONG_TAIL_FRACTION, long_tail_items
 from karma.eval.experiment import paired_bootstrap, per_user_differences
 from karma.eval.metrics import DEFAULT_KS, TargetRanks, per_user_metrics
-from karma.experiments.grid import GridConfig
-from karma.experiments.runner import RunResult
+from karma.experiments.grid import GridConfig, RunSpec
+from karma.experiments.runner import RunResult, grid_tasks
+from karma.runs import Task
 
 TABLE_METRICS = ("hr@10", "ndcg@10", "hr@50", "hr@200", "mrr")
 DIAGNOSTIC_COLUMNS = (
@@ -33,6 +35,7 @@ DIAGNOSTIC_COLUMNS = (
 PAIRED_METRICS = ("hr@10", "hr@200")
 COLD_ONLY_METRICS = ("hr@10", "hr@50")
 TARGET_SEGMENTS = ("head", "long_tail", "new")
+ADHERENCE = f"query_adherence@{ADHERENCE_K}"
 
 logger = logging.getLogger(__name__)
 Segments = dict[str, set[str]]  # segment name -> the user ids in it
@@ -93,19 +96,22 @@ def paired_delta(
 
 
 def results_markdown(
-    grid: GridConfig, results: list[RunResult], segments: dict[Path, Segments] | None = None
+    grid: GridConfig,
+    results: list[RunResult],
+    segments: dict[Path, Segments] | None = None,
+    tasks: dict[str, Task] | None = None,
 ) -> str:
     """Mean ± std over seeds per run, paired Δ vs the baseline, and the collapse diagnostics;
-    with `segments` (per dataset, see `target_segments`) also the paired Δ by target segment."""
+    with `segments` (per dataset, see `target_segments`) also the paired Δ by target segment.
+    `tasks` (`runner.grid_tasks`; null = every run is a recommendation run): search runs get a
+    table of their own, with query adherence, and are never set beside recommendation runs."""
+    tasks = tasks or {}
     by_run: dict[str, list[RunResult]] = defaultdict(list)
     for r in results:
         by_run[r.name].append(r)
     diag_cols = [c for c in DIAGNOSTIC_COLUMNS if any(c in r.diagnostics for r in results)]
-    per_run = any(spec.baseline is not None or spec.data is not None for spec in grid.runs)
-    header = ["run", "data", "baseline", *TABLE_METRICS] if per_run else ["run", *TABLE_METRICS]
-    against = "its baseline" if per_run else grid.baseline_name
-    header += [f"Δ{m} vs {against} [95% CI]" for m in PAIRED_METRICS]
-    header += [*diag_cols, "train min"]
+    rec = [s for s in grid.runs if tasks.get(s.name, "rec") == "rec" and by_run.get(s.name)]
+    search = [s for s in grid.runs if tasks.get(s.name) == "search" and by_run.get(s.name)]
     lines = [
         f"# {grid.name}",
         "",
@@ -116,30 +122,132 @@ def results_markdown(
         "category micro-F1 and macro AUC (chance 0.5), the title probe's AUC (is a held-out title "
         "likelier under its own user's vector than under other users'? chance 0.5), and the "
         "centered text-feature cosine (chance 0) and retrieval AUC (chance 0.5) of the user "
-        "vectors on held-out users.",
-        "",
-        *_table_head(header),
+        "vectors on held-out users. Steps: optimizer steps trained (item-text warm-up + joint).",
     ]
-    for spec in grid.runs:
-        runs = by_run.get(spec.name, [])
-        if not runs:
-            continue
+    if rec:
+        note = training_note(grid, by_run, rec)
+        lines += ["", *([note, ""] if note else []), *_run_table(grid, rec, by_run, diag_cols)]
+    if search:
+        lines += ["", *search_caption(grid, by_run, rec, search)]
+        lines += _run_table(grid, search, by_run, diag_cols, adherence=True)
+    tables = cold_only_markdown(grid, by_run)
+    if segments:
+        tables += segment_markdown(grid, by_run, segments)
+    return "\n".join(lines) + "\n" + tables
+
+
+def _run_table(
+    grid: GridConfig,
+    specs: list[RunSpec],
+    by_run: dict[str, list[RunResult]],
+    diag_cols: list[str],
+    adherence: bool = False,
+) -> list[str]:
+    """One row per run of `specs`: metrics, paired Δ against its baseline, diagnostics, steps."""
+    per_run = adherence or any(s.baseline is not None or s.data is not None for s in specs)
+    header = ["run", "data", "baseline", *TABLE_METRICS] if per_run else ["run", *TABLE_METRICS]
+    if adherence:
+        header.append(f"query adherence@{ADHERENCE_K}")
+    against = "its baseline" if per_run else grid.baseline_name
+    header += [f"Δ{m} vs {against} [95% CI]" for m in PAIRED_METRICS]
+    header += [*diag_cols, "steps", "train min"]
+    lines = _table_head(header)
+    for spec in specs:
+        runs = by_run[spec.name]
         base_name = grid.baseline_of(spec)
         baseline = by_run.get(base_name, [])
         cells = [spec.name, f"`{grid.data_of(spec)}`", base_name] if per_run else [spec.name]
         for m in TABLE_METRICS:
             cells.append(_mean_std([r.metrics.get(m) for r in runs]))
+        if adherence:
+            cells.append(_mean_std([r.metrics.get(ADHERENCE) for r in runs], digits=3))
         for m in PAIRED_METRICS:
             same = spec.name == base_name
             cells.append("" if same else _delta_cell(baseline, runs, m, grid.bootstrap))
         for c in diag_cols:
             cells.append(_mean_std([r.diagnostics.get(c) for r in runs], digits=3))
+        cells.append(steps_cell(runs))
         cells.append(f"{np.mean([r.train_seconds for r in runs]) / 60:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
-    tables = cold_only_markdown(grid, by_run)
-    if segments:
-        tables += segment_markdown(grid, by_run, segments)
-    return "\n".join(lines) + "\n" + tables
+    return lines
+
+
+def steps_cell(runs: list[RunResult]) -> str:
+    """Optimizer steps of a run's seeds, `warm-up + joint` ("50 + 450"); "–" where none were
+    recorded; distinct counts over seeds joined by " / "."""
+    counts = []
+    for r in runs:
+        cell = " + ".join(str(n) for n in r.train_steps.values()) if r.train_steps else "–"
+        if cell not in counts:
+            counts.append(cell)
+    return " / ".join(counts)
+
+
+def training_note(
+    grid: GridConfig, by_run: dict[str, list[RunResult]], specs: list[RunSpec]
+) -> str:
+    """One sentence on whether the LLM runs of `specs` trained as long as the LLM baselines they
+    are compared with (joint-stage optimizer steps, seed by seed); empty without such a pair."""
+    unequal, equal = [], []
+    for spec in specs:
+        base = grid.baseline_of(spec)
+        base_spec = next(s for s in grid.runs if s.name == base)
+        if base == spec.name or spec.kind != "karma" or base_spec.kind != "karma":
+            continue
+        base_steps = {r.seed: r.train_steps.get("joint") for r in by_run.get(base, [])}
+        for r in by_run[spec.name]:
+            theirs, ours = base_steps.get(r.seed), r.train_steps.get("joint")
+            if theirs is None or ours is None:
+                continue
+            (equal if theirs == ours else unequal).append((spec.name, ours, base, theirs, r.seed))
+    if unequal:
+        listed = "; ".join(
+            f"{name} {ours} vs {base} {theirs} (seed {seed})"
+            for name, ours, base, theirs, seed in unequal
+        )
+        return (
+            f"**Unequal training** (joint-stage optimizer steps): {listed}. Their Δ mixes the "
+            "method with the amount of training."
+        )
+    if equal:
+        steps = sorted({ours for _, ours, _, _, _ in equal})
+        return (
+            "The LLM runs compared here trained for equal optimizer steps "
+            f"({' / '.join(str(s) for s in steps)} joint steps each, fixed, no time budget cut "
+            "them; KARMA's item-text warm-up comes before, column steps)."
+        )
+    return ""
+
+
+def search_caption(
+    grid: GridConfig,
+    by_run: dict[str, list[RunResult]],
+    rec: list[RunSpec],
+    search: list[RunSpec],
+) -> list[str]:
+    """The search table's heading and caption, with the query-blind rankings' adherence on the
+    same users for comparison (recommendation runs never read the query)."""
+    blind = [
+        f"{s.name} {_mean_std([r.metrics.get(ADHERENCE) for r in by_run[s.name]], digits=3)}"
+        for s in rec
+        if any(ADHERENCE in r.metrics for r in by_run[s.name])
+    ]
+    lines = [
+        "## Personalized search: the model reads the query",
+        "",
+        "Search-mode runs rank the catalog for the target's query (ml-100k's synthetic queries are "
+        "the target's genre words) and are compared only with search-mode runs: a search-mode twin, "
+        "or the query-only floor (`kind: query-floor`: items ranked by how many query words their "
+        "genres contain, ties by training popularity). Query adherence: the share of each user's "
+        "top 10 whose genres contain a query word.",
+    ]
+    if blind:
+        lines[-1] += (
+            " Query-blind rankings on the same users (the recommendation runs above, which never "
+            f"see the query): {', '.join(blind)}."
+        )
+    note = training_note(grid, by_run, search)
+    return [*lines, *(["", note] if note else []), ""]
 
 
 def target_segments(dataset: PreparedDataset, split: Split) -> Segments:
@@ -511,7 +619,8 @@ def write_report(grid: GridConfig, results: list[RunResult]) -> list[Path]:
     written = [out / "results.csv", out / "results.md", out / "recall_at_k.png"]
     write_csv(results, written[0])
     segments = _segments_of(grid, {r.name for r in results})
-    written[1].write_text(results_markdown(grid, results, segments), encoding="utf-8")
+    markdown = results_markdown(grid, results, segments, grid_tasks(grid))
+    written[1].write_text(markdown, encoding="utf-8")
     plot_recall_curves(grid, results, written[2])
     if plot_deltas(grid.name, paired_deltas(grid, results), out / "deltas.png"):
         written.append(out / "deltas.png")

@@ -22,13 +22,13 @@ import numpy as np
 from karma.config import load_config
 from karma.data.dataset import PreparedDataset
 from karma.diagnostics.commands import LoadedRun, diagnose_run, sample_examples, write_report
-from karma.errors import KarmaError
+from karma.errors import ConfigError, KarmaError
 from karma.eval.cold import flat_cold_metrics
 from karma.eval.evaluate import EvalResult, evaluate
 from karma.eval.metrics import TargetRanks
 from karma.eval.retriever import Retriever
 from karma.experiments.grid import RESULT_FILE, GridConfig, RunSpec
-from karma.runs import load_retriever, open_run, recipe_for
+from karma.runs import Task, load_retriever, open_run, recipe_for
 from karma.train.lock import RunDirInUse, RunDirLock
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,9 @@ class RunResult:
     cold_only_ranks: TargetRanks | None = None
     """New-item splits: the cold-target users' ranks among the cold items alone (paired tests)."""
     diagnostics_version: int = DIAGNOSTICS_VERSION
+    train_steps: dict[str, int] = field(default_factory=dict)
+    """Optimizer steps per training stage ({"warmup": 50, "joint": 450}; empty: not trained by
+    the Trainer, or not recorded)."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -61,6 +64,7 @@ class RunResult:
             "diagnostics": self.diagnostics,
             "diagnostics_version": self.diagnostics_version,
             "train_seconds": self.train_seconds,
+            "train_steps": self.train_steps,
             "per_user": _ranks_to_dict(self.user_ids, self.ranks),
         }
         if self.cold_only_ranks is not None:
@@ -84,6 +88,7 @@ class RunResult:
             cold_only_user_ids=list(cold["user_id"]) if cold else [],
             cold_only_ranks=_ranks_from_dict(cold) if cold else None,
             diagnostics_version=int(data.get("diagnostics_version", 1)),
+            train_steps={k: int(v) for k, v in (data.get("train_steps") or {}).items()},
         )
 
 
@@ -100,6 +105,7 @@ def run_grid(grid: GridConfig, progress: bool = True, train: bool = True) -> lis
     process is training (it holds the cell's `RunDirLock`) is skipped, so several streams can
     share one grid. `train=False`: only the finished cells (a report of the grid so far); the
     others are left out, untouched."""
+    grid_tasks(grid)  # a search run compared with a recommendation run stops here, not at the end
     if grid.threads is not None:
         import torch
 
@@ -237,6 +243,7 @@ def run_one(
     start = time.monotonic()
     retriever = train_retriever(grid, spec, seed, dataset, run_dir, progress)
     seconds = _train_seconds(run_dir, time.monotonic() - start)
+    steps = _train_steps(run_dir)
     result = evaluate(retriever, dataset, grid.split, bootstrap=grid.bootstrap, seed=seed)
     (run_dir / "metrics.json").write_text(result.to_json(), encoding="utf-8")
     (run_dir / "metrics.md").write_text(result.to_markdown(), encoding="utf-8")
@@ -245,7 +252,9 @@ def run_one(
         if grid.diagnostics
         else {}
     )
-    return _run_result(spec.name, seed, result, diagnostics, seconds)
+    out = _run_result(spec.name, seed, result, diagnostics, seconds)
+    out.train_steps = steps
+    return out
 
 
 def _bar(progress: bool) -> bool | None:
@@ -261,6 +270,37 @@ def _train_seconds(run_dir: Path, measured: float) -> float:
     except KarmaError:  # a kind without a run directory of its own
         return measured
     return measured if recorded is None else float(recorded)
+
+
+def _train_steps(run_dir: Path) -> dict[str, int]:
+    """The run's optimizer steps per stage where its recipe recorded them, else {}."""
+    try:
+        recorded = open_run(run_dir).info.train_steps
+    except KarmaError:
+        return {}
+    return dict(recorded or {})
+
+
+def run_task(spec: RunSpec) -> Task:
+    """What `spec` ranks for, as its recipe reads its config (a karma run: `data.mode`)."""
+    recipe = recipe_for(spec.kind)
+    return recipe.task(load_config(recipe.config_type, spec.config, list(spec.overrides)))
+
+
+def grid_tasks(grid: GridConfig) -> dict[str, Task]:
+    """Each run's task by name. A run compared with a baseline of another task is a
+    `ConfigError`: a search model read the query, a recommendation model did not, so their paired
+    Δ measures the query, not the method."""
+    tasks = {spec.name: run_task(spec) for spec in grid.runs}
+    for spec in grid.runs:
+        base = grid.baseline_of(spec)
+        if tasks[base] != tasks[spec.name]:
+            raise ConfigError(
+                f"runs: {spec.name!r} ranks for {tasks[spec.name]} and its baseline {base!r} for "
+                f"{tasks[base]}; give it a `baseline:` of its own task (for search: a search-mode "
+                "twin, or a `kind: query-floor` run)"
+            )
+    return tasks
 
 
 def _run_result(

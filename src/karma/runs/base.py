@@ -1,6 +1,6 @@
 """What a recipe is: how one kind of run is trained and loaded back.
 
-A recipe owns one run kind (karma, sasrec, popularity, frozen). `train` writes a run directory
+A recipe owns one run kind (karma, sasrec, popularity, frozen, query-floor). `train` writes a run directory
 through `karma.runs.layout`; `load_retriever` gives the `Retriever` evaluation, diagnostics and
 experiments use; `load_encoder` gives the trained module alone (inference and export: no training
 heads, no optimizer state).
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from torch import nn
 
@@ -32,6 +32,10 @@ class TrainedEncoder:
     """the exact text the item tower reads per item (None for an ID-based model)"""
     provenance: dict[str, Any] = field(default_factory=dict)
     """where it came from: run directory, weights, config and data hashes, recipe settings"""
+
+
+Task = Literal["rec", "search"]
+"""What a run ranks for: the next item after a history (rec), or a query's answer (search)."""
 
 
 class Recipe(Protocol):
@@ -71,6 +75,10 @@ class Recipe(Protocol):
         self, seed: int, progress: bool, threads: int | None, time_budget_minutes: float | None
     ) -> list[str]:
         """`key=value` overrides of `config_type` that set these run-wide settings."""
+        ...
+
+    def task(self, config: Any) -> Task:
+        """What a run of `config` ranks for: reports never compare runs of different tasks."""
         ...
 
 

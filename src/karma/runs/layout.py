@@ -61,6 +61,9 @@ class RunInfo:
     train_seconds: float | None = None
     """wall-clock seconds of training, summed over the sessions of a resumed run (recipes trained
     by the Trainer; null = not recorded)"""
+    train_steps: dict[str, int] | None = None
+    """optimizer steps trained per stage, e.g. {"warmup": 50, "joint": 450} (recipes trained by
+    the Trainer; null = not recorded): what reports compare training amounts by"""
     options: dict[str, Any] = field(default_factory=dict)
     """what the recipe needs to rebuild its retriever (e.g. num_items, feature, decay)"""
     schema_version: int = SCHEMA_VERSION
@@ -187,14 +190,16 @@ def finish_run(
     best_step: int | None = None,
     best_metric: float | None = None,
     train_seconds: float | None = None,
+    train_steps: dict[str, int] | None = None,
     **options: Any,
 ) -> Run:
-    """Mark the run finished, recording its best step and metric, its training time (and any new
-    options)."""
+    """Mark the run finished, recording its best step and metric, its training time and steps per
+    stage (and any new options)."""
     run.info.status = "finished"
     run.info.best_step = best_step
     run.info.best_metric = best_metric
     run.info.train_seconds = train_seconds
+    run.info.train_steps = train_steps
     run.info.options.update(options)
     write_info(run)
     return run

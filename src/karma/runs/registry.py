@@ -12,12 +12,19 @@ from karma.runs.layout import Run, open_run
 from karma.runs.recipes.frozen import FrozenRecipe
 from karma.runs.recipes.karma import KarmaRecipe
 from karma.runs.recipes.popularity import PopularityRecipe
+from karma.runs.recipes.query_floor import QueryFloorRecipe
 from karma.runs.recipes.sasrec import SASRecRecipe
 from karma.train.run_config import RunConfig
 
 RECIPES: dict[str, Recipe] = {
     recipe.kind: recipe
-    for recipe in (KarmaRecipe(), SASRecRecipe(), PopularityRecipe(), FrozenRecipe())
+    for recipe in (
+        KarmaRecipe(),
+        SASRecRecipe(),
+        PopularityRecipe(),
+        FrozenRecipe(),
+        QueryFloorRecipe(),
+    )
 }
 KINDS = tuple(RECIPES)
 

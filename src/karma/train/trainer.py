@@ -231,10 +231,18 @@ class Trainer:
             optimizer, cfg.lr_warmup_steps, total_steps, cfg.min_lr_ratio
         )
 
+    def _stage_steps(self) -> dict[str, int]:
+        """Optimizer steps done per stage, in stage order ({"warmup": 50, "joint": 450}): the
+        warm-up always precedes the joint stage, so its steps are the ones before this stage's."""
+        state = self.state
+        earlier = state.step - state.stage_step
+        steps = {"warmup": earlier} if state.stage == "joint" and earlier > 0 else {}
+        return steps | {state.stage: state.stage_step}
+
     # ----------------------------------------------------------------------------------- train
     def fit(self) -> dict[str, Any]:
-        """Train every stage to its end (early stop, or pause); return steps, final and best
-        metrics, `stopped_early` and `paused`."""
+        """Train every stage to its end (early stop, or pause); return steps (all stages, and
+        `stage_steps` per stage), final and best metrics, `stopped_early` and `paused`."""
         self._setup()
         self._fit_start = time.monotonic()
         self._seconds_before = self.state.train_seconds  # earlier fit calls of a resumed run
@@ -261,6 +269,7 @@ class Trainer:
         best_dir = self.run_dir / "best"
         return {
             "steps": self.state.step,
+            "stage_steps": self._stage_steps(),
             "epochs_started": self.state.epoch + 1,
             "stopped_early": self.state.stopped_early,
             "paused": self.paused,

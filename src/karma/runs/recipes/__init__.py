@@ -1,1 +1,2 @@
-"""One recipe per run kind: karma, sasrec, popularity, frozen (see `karma.runs.base.Recipe`)."""
+"""One recipe per run kind: karma, sasrec, popularity, frozen, query-floor (see
+`karma.runs.base.Recipe`)."""

@@ -8,7 +8,7 @@ from typing import Any
 from karma.baselines.frozen_llm import FrozenConfig, FrozenEmbeddingRetriever
 from karma.data.dataset import PreparedDataset
 from karma.errors import ConfigError, KarmaError
-from karma.runs.base import TrainedEncoder, open_training_data
+from karma.runs.base import Task, TrainedEncoder, open_training_data
 from karma.runs.layout import Run, finish_run, start_run
 from karma.train.lock import RunDirLock
 
@@ -59,3 +59,6 @@ class FrozenRecipe:
         self, seed: int, progress: bool, threads: int | None, time_budget_minutes: float | None
     ) -> list[str]:
         return []
+
+    def task(self, config: FrozenConfig) -> Task:
+        return "rec"

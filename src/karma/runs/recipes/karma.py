@@ -18,7 +18,7 @@ from karma.config import to_dict
 from karma.data import schema
 from karma.data.dataset import PreparedDataset
 from karma.data.tables import sha256_of
-from karma.runs.base import TrainedEncoder
+from karma.runs.base import Task, TrainedEncoder
 from karma.runs.layout import Run, finish_run, start_run
 from karma.train.checkpoint import latest_checkpoint, load_encoder_weights
 from karma.train.karma_task import KarmaModel, KarmaRetriever, build_encoder
@@ -79,6 +79,7 @@ class KarmaRecipe:
                     summary.get("best_step"),
                     summary.get("best_metric"),
                     summary.get("train_seconds"),
+                    summary.get("stage_steps"),
                 )
         return summary
 
@@ -125,3 +126,6 @@ class KarmaRecipe:
         if threads is not None:
             overrides.append(f"train.num_threads={threads}")
         return overrides
+
+    def task(self, config: RunConfig) -> Task:
+        return config.data.mode

@@ -8,7 +8,7 @@ from typing import Any
 
 from karma.baselines.popularity import COUNTS_FILE, PopularityRetriever
 from karma.errors import KarmaError
-from karma.runs.base import TrainedEncoder, open_training_data
+from karma.runs.base import Task, TrainedEncoder, open_training_data
 from karma.runs.layout import Run, finish_run, start_run
 from karma.train.lock import RunDirLock
 
@@ -51,3 +51,6 @@ class PopularityRecipe:
         self, seed: int, progress: bool, threads: int | None, time_budget_minutes: float | None
     ) -> list[str]:
         return []
+
+    def task(self, config: PopularityConfig) -> Task:
+        return "rec"

@@ -15,7 +15,7 @@ import torch
 from karma.baselines.sasrec import SASRecConfig, SASRecRetriever, SASRecTask
 from karma.data.dataset import PreparedDataset
 from karma.errors import KarmaError
-from karma.runs.base import TrainedEncoder, open_training_data
+from karma.runs.base import Task, TrainedEncoder, open_training_data
 from karma.runs.layout import Run, finish_run, start_run
 from karma.train.checkpoint import latest_checkpoint, load_model_weights
 from karma.train.config import TrainConfig
@@ -84,6 +84,7 @@ class SASRecRecipe:
                 summary.get("best_step"),
                 summary.get("best_metric"),
                 summary.get("train_seconds"),
+                summary.get("stage_steps"),
             )
         return summary
 
@@ -103,3 +104,6 @@ class SASRecRecipe:
         self, seed: int, progress: bool, threads: int | None, time_budget_minutes: float | None
     ) -> list[str]:
         return [f"seed={seed}"]
+
+    def task(self, config: SASRecConfig) -> Task:
+        return "rec"
