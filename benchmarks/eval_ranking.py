@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_record import ROOT, write_result
+from bench_record import ROOT, best_of, write_result
 from karma.eval.metrics import ranking_metrics
 from karma.eval.ranking import rank_targets, top_k_items
 
@@ -37,15 +37,6 @@ def random_problem(
     targets = rng.integers(0, items, size=users)
     histories = [rng.integers(0, items, size=history) for _ in range(users)]
     return user_vecs, item_vecs, targets, histories
-
-
-def best_of(repeats: int, fn) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

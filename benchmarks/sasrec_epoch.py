@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench_record import ROOT, write_result
+from bench_record import ROOT, best_of, write_result
 from karma.baselines.sasrec import (
     PAD,
     SASRec,
@@ -166,21 +166,12 @@ def executed_gflop(task: SASRecTask, path: str, batches: int) -> float:
     return counter.get_total_flops() / batches / 1e9
 
 
-def best_seconds(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def matmul_peaks(num_items: int, hidden: int) -> tuple[float, float]:
     """Best GFLOP/s of an fp32 1024³ matmul and of a logits-shaped (2048, D) @ (D, N) one."""
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    square = 2 * 1024**3 / best_seconds(lambda: a @ b, 10) / 1e9
+    square = 2 * 1024**3 / best_of(10, lambda: a @ b) / 1e9
     h, e = torch.randn(2048, hidden), torch.randn(num_items, hidden)
-    shaped = 2 * 2048 * num_items * hidden / best_seconds(lambda: h @ e.T, 10) / 1e9
+    shaped = 2 * 2048 * num_items * hidden / best_of(10, lambda: h @ e.T) / 1e9
     return square, shaped
 
 
