@@ -12,14 +12,7 @@ from hypothesis import strategies as st
 
 from karma.objectives.full_softmax import full_softmax_cross_entropy
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls run fastest on one thread, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_hand_checked_values() -> None:
