@@ -305,9 +305,11 @@ def title_log_likelihoods(
             states, _ = decoder.gru(
                 words[rows].repeat_interleave(users, 0), h0.repeat(n, 1).unsqueeze(0)
             )  # (n·U, T, H)
-            logp = torch.log_softmax(decoder.out(states), dim=-1)  # (n·U, T, vocab)
-            picked = logp.gather(-1, target[rows].repeat_interleave(users, 0).unsqueeze(-1))
-            summed = (picked.squeeze(-1) * real[rows].repeat_interleave(users, 0)).sum(1)
+            logits = decoder.out(states)  # (n·U, T, vocab)
+            # log p(w) = logit_w - logsumexp: no (n·U, T, vocab) log-softmax is written out
+            picked = logits.gather(-1, target[rows].repeat_interleave(users, 0).unsqueeze(-1))
+            logp = picked.squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (n·U, T)
+            summed = (logp * real[rows].repeat_interleave(users, 0)).sum(1)
             out[rows] = summed.view(n, users)
     return out
 
