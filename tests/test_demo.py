@@ -35,7 +35,7 @@ runs:
     baseline: query-floor
     overrides: [data.mode=search, train.max_steps=4, train.eval_every=2,
                 train.checkpoint_every=2, train.lr_warmup_steps=1,
-                knowledge.reconstruction_weight=0.5]
+                knowledge.reconstruction_weight=0.5, model.encoder.query_position=last]
 """
     )
     out = tmp_path / "report"

@@ -58,3 +58,4 @@ def test_floor_round_trips_through_its_recipe(tmp_path: Path) -> None:
     # not. User 2 has no query: popularity alone, its target 8 behind items 0 and 1.
     assert result.metrics["hr@1"] == pytest.approx(0.5 / 3)
     assert result.metrics["query_adherence@10"] == pytest.approx((0.2 + 0.5) / 2)
+    assert "| query_adherence@10 | 0.3500 |" in result.to_markdown()  # in `karma evaluate`'s table

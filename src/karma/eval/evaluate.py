@@ -134,7 +134,7 @@ def _nan_to_none(value: Any) -> Any:
 
 def _table_metrics() -> set[str]:
     names = {f"{m}@{k}" for m in ("hr", "ndcg") for k in DEFAULT_KS} | {"mrr", "auc", "gauc"}
-    return names
+    return names | {f"query_adherence@{ADHERENCE_K}"}  # present only where there are queries
 
 
 def sample_negatives(

@@ -99,6 +99,10 @@ class EncoderConfig:
         "Given the items a user interacted with, predict the next item they will like."
     )
     """Instruction text at the start of every sequence (empty = none)."""
+    query_position: Literal["first", "last"] = "first"
+    """Search mode: where the query's tokens sit, right after the instruction, before the history
+    (`first`, the layout of the paper and of the study's search runs), or after the history,
+    right before `[INTEREST]` (`last`), where the readout's attention finds it most easily."""
     head_lr: float | None = None
     """Learning rate of the new projections (P_item, W_u, W_v, ...); None = the backbone's learning rate."""
 

@@ -289,7 +289,11 @@ class KarmaEncoder(nn.Module):
             texts = [f"Query: {q}\n" if q else "" for q in queries]
             query_ids = self._tokenize(texts, QUERY_TOKENS)
         layout = layout_batch(
-            self.instruction_ids, query_ids, histories, with_interest=self.mode == "search"
+            self.instruction_ids,
+            query_ids,
+            histories,
+            with_interest=self.mode == "search",
+            query_last=self.config.query_position == "last",
         )
         return layout.to(self.item_text_ids.device)
 

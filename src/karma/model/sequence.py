@@ -1,6 +1,7 @@
 """Laying out a batch of users as LLM input sequences (index tensors only; no embeddings yet).
 
-Every row is `[instruction tokens] [query tokens] x_1 … x_n [INTEREST]`, right-padded:
+Every row is `[instruction tokens] [query tokens] x_1 … x_n [INTEREST]`, right-padded (with
+`query_last`: `[instruction tokens] x_1 … x_n [query tokens] [INTEREST]`):
 
 - recommendation mode (`with_interest=False`): no `[INTEREST]`; the hidden state at item position
   t predicts item t+1, so one causal pass trains every prefix (as SASRec and HLLM do). Inference
@@ -47,6 +48,7 @@ def layout_batch(
     query_ids: list[list[int]] | None,
     histories: list[np.ndarray],
     with_interest: bool,
+    query_last: bool = False,
 ) -> SequenceLayout:
     """Index layout for B users: shared instruction, per-user query tokens and item histories."""
     batch = len(histories)
@@ -66,12 +68,14 @@ def layout_batch(
     num_instruction = len(instruction_ids)
     token_ids[:, :num_instruction] = instruction_ids
     for row, (query, history) in enumerate(zip(queries, histories)):
-        start = num_instruction + len(query)
-        token_ids[row, num_instruction:start] = query
-        item_ids[row, start : start + len(history)] = history
-        item_positions[row, : len(history)] = np.arange(start, start + len(history))
+        start = num_instruction + (0 if query_last else len(query))  # first history position
+        end = start + len(history)
+        query_start = end if query_last else num_instruction
+        token_ids[row, query_start : query_start + len(query)] = query
+        item_ids[row, start:end] = history
+        item_positions[row, : len(history)] = np.arange(start, end)
         if with_interest:
-            interest[row, start + len(history)] = True
+            interest[row, lengths[row] - 1] = True
     lengths_arr = np.asarray(lengths, dtype=np.int64)
     attention_mask = (np.arange(width)[None, :] < lengths_arr[:, None]).astype(np.int64)
     return SequenceLayout(
