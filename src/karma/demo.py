@@ -4,11 +4,11 @@ Prepares MovieLens-100k from the `recbole` package, adds MiniLM text features (w
 head reconstructs) and trains the runs of `configs/experiments/demo-ml-100k.yaml`: popularity, an
 action-only LLM and KARMA (both with the learned item-ID embedding in the item tokens, equal fixed
 optimizer steps), an action-only model in personalized-search mode (started from the action-only
-run's weights) and the query-only floor it is compared with. It evaluates them all by full ranking on the test split,
-writes the report (markdown + figures) and prints the tables (recommendation and search apart), a
-few personalized search examples from the search-mode model (its LLM reads the query) beside the
-query adherence of every run, and two or three sentences on what the runs show. Interrupted, it
-resumes where it stopped.
+run's weights) and the query-only floor it is compared with. It evaluates them all by full ranking
+on the test split, writes the report (markdown + figures) and prints the tables (recommendation and
+search apart), a few personalized search examples from the search-mode model (its LLM reads the
+query) beside the query adherence of every run, and two or three sentences on what the runs show.
+Interrupted, it resumes where it stopped.
 """
 
 from __future__ import annotations

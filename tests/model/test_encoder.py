@@ -40,7 +40,9 @@ def test_layout_places_instruction_query_items_and_interest() -> None:
 
 
 def test_layout_with_the_query_last_puts_it_between_history_and_interest() -> None:
-    layout = layout_batch([7, 8], [[9, 10], []], [h(3, 4), h(5)], with_interest=True, query_last=True)
+    layout = layout_batch(
+        [7, 8], [[9, 10], []], [h(3, 4), h(5)], with_interest=True, query_last=True
+    )
     assert layout.token_ids.tolist() == [[7, 8, -1, -1, 9, 10, -1], [7, 8, -1, -1, -1, -1, -1]]
     assert layout.item_ids.tolist() == [[-1, -1, 3, 4, -1, -1, -1], [-1, -1, 5, -1, -1, -1, -1]]
     assert layout.interest.nonzero().tolist() == [[0, 6], [1, 3]]
