@@ -171,14 +171,18 @@ def featured_dataset(tmp_path: Path) -> PreparedDataset:
     return PreparedDataset(root)
 
 
-@pytest.mark.parametrize("residual", [None, 0.5])
+@pytest.mark.parametrize("residual, drop", [(None, 0.0), (0.5, 0.0), (0.5, 0.5)])
 def test_text_sasrec_embeds_items_from_features(
-    featured_dataset: PreparedDataset, tmp_path: Path, residual: float | None
+    featured_dataset: PreparedDataset, tmp_path: Path, residual: float | None, drop: float
 ) -> None:
-    config = tiny_config(item_features="text", item_residual_ratio=residual, epochs=3)
+    config = tiny_config(
+        item_features="text", item_residual_ratio=residual, item_residual_dropout=drop, epochs=3
+    )
     task = SASRecTask(featured_dataset, config)
     model = task.model
     assert model.item_embedding is None  # no free ID table
+    if residual is not None:
+        assert model.item_residual is not None and model.item_residual.dropout == drop
     features = torch.from_numpy(featured_dataset.features("text")[1])
     with torch.no_grad():
         anchors = model.item_projection(features)
@@ -201,6 +205,8 @@ def test_text_sasrec_embeds_items_from_features(
 def test_text_sasrec_config_checks(featured_dataset: PreparedDataset) -> None:
     with pytest.raises(ValueError, match="item_residual_ratio needs item_features"):
         tiny_config(item_residual_ratio=0.5)
+    with pytest.raises(ValueError, match="item_residual_dropout needs item_residual_ratio"):
+        tiny_config(item_features="text", item_residual_dropout=0.2)
     from karma.errors import DataError
 
     with pytest.raises(DataError, match="no features named 'nope'"):

@@ -56,6 +56,40 @@ def test_the_bound_holds_after_any_update() -> None:
     assert moved.min() > 0.2 * anchors.norm(dim=1).min()  # the residual did learn, up to the bound
 
 
+def test_residual_dropout_shows_items_as_their_anchor_in_training_only() -> None:
+    module = BoundedResidual(4, 2, ratio=1.0, dropout=0.5)
+    with torch.no_grad():
+        module.table.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 2.0]]))
+    anchors = torch.tensor([[3.0, 4.0], [3.0, 4.0], [0.0, 4.0], [4.0, 0.0]])  # norms 5, 5, 4, 4
+    full = anchors + torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 2.0]])  # all within
+    index = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])  # each item twice in one pass
+    module.eval()
+    assert torch.equal(module(anchors[index], index), full[index])  # evaluation never drops
+    module.train()
+    torch.manual_seed(0)
+    dropped = torch.zeros(4)
+    for _ in range(400):
+        out = module(anchors[index], index)
+        is_anchor = (out == anchors[index]).all(dim=1)  # (8,)
+        assert ((out == full[index]).all(dim=1) | is_anchor).all()  # the residual, or none
+        assert torch.equal(is_anchor[:4], is_anchor[4:])  # one draw per item, shared in the pass
+        dropped += is_anchor[:4].float()
+    assert ((dropped / 400 - 0.5).abs() < 0.1).all()  # p = 0.5 per item
+    torch.manual_seed(0)
+    keep = BoundedResidual(4, 2, ratio=1.0, dropout=0.0)
+    keep.load_state_dict(module.state_dict())
+    assert torch.equal(keep(anchors, torch.arange(4)), full)  # p = 0: as before
+
+
+def test_residual_dropout_is_checked() -> None:
+    with pytest.raises(ValueError, match="dropout: must be in"):
+        BoundedResidual(2, 2, ratio=0.5, dropout=1.0)
+    with pytest.raises(ValueError, match="item_residual_dropout: needs item_residual_ratio"):
+        EncoderConfig(item_residual_dropout=0.2)
+    with pytest.raises(ValueError, match="item_residual_dropout: must be in"):
+        EncoderConfig(item_residual_ratio=0.5, item_residual_dropout=-0.1)
+
+
 def test_ratio_must_be_positive() -> None:
     with pytest.raises(ValueError, match="ratio: must be > 0"):
         BoundedResidual(2, 2, ratio=0.0)
@@ -94,3 +128,23 @@ def test_encoder_trains_the_residual_of_trained_items_only() -> None:
         new = enc.item_tokens(torch.tensor([8]))
         anchor = enc.item_projection(enc.pooled_item_text[8:9])
     assert torch.equal(new, anchor)
+
+
+def test_encoder_residual_dropout_reaches_the_tower() -> None:
+    trained = np.ones(8, dtype=bool)
+    enc = make_encoder(trained, item_residual_ratio=0.3, item_residual_dropout=0.5)
+    assert enc.item_residual is not None and enc.item_residual.dropout == 0.5
+    with torch.no_grad():
+        enc.item_residual.table.weight.normal_()
+    anchors = enc.item_projection(enc.pooled_item_text).detach()
+    enc.eval()
+    with torch.no_grad():
+        first, second = enc.item_tokens(torch.arange(8)), enc.item_tokens(torch.arange(8))
+    assert torch.equal(first, second) and not torch.equal(first, anchors)  # eval: never drops
+    enc.train()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        shown = enc.item_tokens(torch.arange(8))
+    as_anchor = (shown == anchors).all(dim=1)
+    assert as_anchor.any() and not as_anchor.all()  # some items shown as their anchor alone
+    assert torch.equal(shown[~as_anchor], first[~as_anchor])

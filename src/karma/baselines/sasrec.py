@@ -78,6 +78,9 @@ class SASRecConfig:
     item_residual_ratio: float | None = None
     """With item_features: a per-item residual bounded to this fraction of the projected
     feature's norm, zero for items never trained (the semantic-anchored tower); None = off."""
+    item_residual_dropout: float = 0.0
+    """With item_residual_ratio: in training, zero each item's residual with this probability per
+    step (DropoutNet-style: it learns to rank items shown as their anchor, as new items are)."""
     device: str = "auto"
     """`auto` (cuda if available), `cpu` or `cuda`."""
 
@@ -99,6 +102,13 @@ class SASRecConfig:
             raise ValueError(
                 "item_residual_ratio needs item_features and must be > 0, got "
                 f"{self.item_residual_ratio} with item_features={self.item_features!r}"
+            )
+        if not 0.0 <= self.item_residual_dropout < 1.0 or (
+            self.item_residual_dropout > 0 and self.item_residual_ratio is None
+        ):
+            raise ValueError(
+                "item_residual_dropout needs item_residual_ratio and must be in [0, 1), got "
+                f"{self.item_residual_dropout} with item_residual_ratio={self.item_residual_ratio!r}"
             )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
@@ -133,7 +143,11 @@ class SASRec(nn.Module):
             self.item_projection = nn.Linear(features.shape[1], config.hidden)
             if config.item_residual_ratio is not None:
                 self.item_residual = BoundedResidual(
-                    num_items, config.hidden, config.item_residual_ratio, trained
+                    num_items,
+                    config.hidden,
+                    config.item_residual_ratio,
+                    trained,
+                    config.item_residual_dropout,
                 )
         # Free ID vectors, or none when the items are embedded from their features.
         self.item_embedding = (

@@ -13,6 +13,11 @@ rest, so an item never trained (a new item, a cold item, one added at serving ti
 anchor. The bound holds for any value of `R`, hence after any optimizer update: it is a
 reparametrisation, not a penalty. The anchor norm inside the bound carries no gradient (the bound
 is a constraint, not something to optimise by inflating the anchor).
+
+Residual dropout (`dropout` = p, training only, after DropoutNet, Volkovs et al., NeurIPS 2017):
+in each forward pass every item's residual is zeroed with probability p (one draw per item, shared
+by all its occurrences in the pass), so the model also learns to rank items shown as their anchor
+alone -- which is how it meets every new item at serving time. Evaluation never drops.
 """
 
 from __future__ import annotations
@@ -33,12 +38,23 @@ def bounded_residual(anchors: torch.Tensor, residual: torch.Tensor, ratio: float
 class BoundedResidual(nn.Module):
     """The per-item residual table of the anchored tower (see the module docstring)."""
 
-    def __init__(self, num_items: int, dim: int, ratio: float, trained: torch.Tensor | None = None):
-        """`trained` (N,) bool: items that may carry a residual (None = every item)."""
+    def __init__(
+        self,
+        num_items: int,
+        dim: int,
+        ratio: float,
+        trained: torch.Tensor | None = None,
+        dropout: float = 0.0,
+    ):
+        """`trained` (N,) bool: items that may carry a residual (None = every item); `dropout`:
+        the probability of showing an item as its anchor alone in a training pass."""
         super().__init__()
         if ratio <= 0:
             raise ValueError(f"ratio: must be > 0, got {ratio}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout: must be in [0, 1), got {dropout}")
         self.ratio = ratio
+        self.dropout = dropout
         self.table = nn.Embedding(num_items, dim)
         nn.init.zeros_(self.table.weight)  # every item starts at its anchor
         mask = torch.ones(num_items, dtype=torch.bool) if trained is None else trained.bool()
@@ -49,7 +65,10 @@ class BoundedResidual(nn.Module):
 
     def forward(self, anchors: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
         """(K, d) anchors of items `item_idx` (K,) -> (K, d) anchored vectors a + r."""
-        raw = self.table(item_idx) * self.trained[item_idx][:, None].to(anchors.dtype)  # (K, d)
+        mask = self.trained
+        if self.training and self.dropout > 0:
+            mask = mask & (torch.rand(mask.shape, device=mask.device) >= self.dropout)  # (N,)
+        raw = self.table(item_idx) * mask[item_idx][:, None].to(anchors.dtype)  # (K, d)
         return anchors + bounded_residual(anchors, raw, self.ratio)
 
     def append(self, count: int) -> None:

@@ -93,6 +93,10 @@ class EncoderConfig:
     is at most this fraction of the anchor's (the token P_item builds from the item's text and
     features), zero for items never trained (`karma.model.anchored`); None = off. Combinable with
     item_id_embedding (unbounded) and with every knowledge objective."""
+    item_residual_dropout: float = 0.0
+    """With item_residual_ratio: in training, show each item as its anchor alone (residual zeroed)
+    with this probability per step (DropoutNet-style), so the model also learns to rank items the
+    way it meets new ones; 0 = never. Evaluation and serving never drop."""
     item_tower: Literal["projection", "llm"] = "projection"
     """Item embedding: W_v applied to the item's continuous token (no LLM), or an LLM pass over its text."""
     instruction: str = (
@@ -133,6 +137,12 @@ class EncoderConfig:
             raise ValueError(
                 f"item_residual_ratio: must be > 0 (or null = off), got {self.item_residual_ratio}"
             )
+        if not 0.0 <= self.item_residual_dropout < 1.0:
+            raise ValueError(
+                f"item_residual_dropout: must be in [0, 1), got {self.item_residual_dropout}"
+            )
+        if self.item_residual_dropout > 0 and self.item_residual_ratio is None:
+            raise ValueError("item_residual_dropout: needs item_residual_ratio (the anchored tower)")
         if self.head_lr is not None and self.head_lr <= 0:
             raise ValueError(f"head_lr: must be > 0 (or null), got {self.head_lr}")
 

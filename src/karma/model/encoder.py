@@ -103,6 +103,7 @@ class KarmaEncoder(nn.Module):
                 d,
                 config.item_residual_ratio,
                 None if trained_items is None else torch.as_tensor(trained_items, dtype=torch.bool),
+                config.item_residual_dropout,
             )
             if config.item_residual_ratio is not None
             else None
