@@ -79,8 +79,9 @@ class SASRecConfig:
     """With item_features: a per-item residual bounded to this fraction of the projected
     feature's norm, zero for items never trained (the semantic-anchored tower); None = off."""
     item_residual_dropout: float = 0.0
-    """With item_residual_ratio: in training, zero each item's residual with this probability per
-    step (DropoutNet-style: it learns to rank items shown as their anchor, as new items are)."""
+    """With item_residual_ratio: in training, zero each item's residual with this probability, one
+    draw per item per pass (a step's input and output item vectors draw separately; DropoutNet-style:
+    it learns to rank items shown as their anchor, as new items are)."""
     device: str = "auto"
     """`auto` (cuda if available), `cpu` or `cuda`."""
 

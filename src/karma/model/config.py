@@ -95,8 +95,9 @@ class EncoderConfig:
     item_id_embedding (unbounded) and with every knowledge objective."""
     item_residual_dropout: float = 0.0
     """With item_residual_ratio: in training, show each item as its anchor alone (residual zeroed)
-    with this probability per step (DropoutNet-style), so the model also learns to rank items the
-    way it meets new ones; 0 = never. Evaluation and serving never drop."""
+    with this probability (DropoutNet-style; one draw per item per item-token pass, so a step's
+    history tokens and its catalog vectors draw separately), so the model also learns to rank items
+    the way it meets new ones; 0 = never. Evaluation and serving never drop."""
     item_tower: Literal["projection", "llm"] = "projection"
     """Item embedding: W_v applied to the item's continuous token (no LLM), or an LLM pass over its text."""
     instruction: str = (
