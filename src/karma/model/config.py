@@ -143,7 +143,9 @@ class EncoderConfig:
                 f"item_residual_dropout: must be in [0, 1), got {self.item_residual_dropout}"
             )
         if self.item_residual_dropout > 0 and self.item_residual_ratio is None:
-            raise ValueError("item_residual_dropout: needs item_residual_ratio (the anchored tower)")
+            raise ValueError(
+                "item_residual_dropout: needs item_residual_ratio (the anchored tower)"
+            )
         if self.head_lr is not None and self.head_lr <= 0:
             raise ValueError(f"head_lr: must be > 0 (or null), got {self.head_lr}")
 
