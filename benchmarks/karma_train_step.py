@@ -1,10 +1,14 @@
 """Training-step throughput of the KARMA action path on a run config (default: the ml-100k CPU one).
 
     python benchmarks/karma_train_step.py [CONFIG] [key=value ...] --steps 8 --threads 2
+    python benchmarks/karma_train_step.py [CONFIG] --precision fp32 bf16   # side by side
+
 
 Times `loss_step + backward + AdamW step` over real batches (after one warm-up step) and reports
 real (non-padding) tokens/s, sequences (users)/s and targets/s: means, and the median step (the
-figure least disturbed by other jobs on a shared machine). With --lm-head it also times the
+figure least disturbed by other jobs on a shared machine). `--precision fp32 bf16` times each
+precision on the same batches from the same initial weights, alternating step by step (what
+`train.precision: bf16` does: bf16 autocast around the loss and its backward). With --lm-head it also times the
 same sequences through the causal LM with its vocabulary head (what a generation loss would pay).
 Writes benchmarks/results/karma_train_step.json with the commit, machine and date.
 """
@@ -12,6 +16,8 @@ Writes benchmarks/results/karma_train_step.json with the commit, machine and dat
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import resource
 import statistics
 import time
@@ -37,7 +43,17 @@ def main() -> None:
     parser.add_argument(
         "--lm-head", action="store_true", help="also time the LM-head forward/backward"
     )
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        choices=["fp32", "bf16"],
+        default=["fp32"],
+        help="autocast precision(s); two are timed side by side, alternating step by step",
+    )
     args = parser.parse_args()
+    if len(args.precision) > 1:
+        compare_precisions(args)
+        return
     torch.set_num_threads(args.threads)
     config = load_config(RunConfig, args.config, args.overrides)
     task = build_task(config)
@@ -94,6 +110,62 @@ def main() -> None:
         peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )
     print(write_result("karma_train_step", result).read_text(encoding="utf-8"), end="")
+
+
+def _autocast(precision: str) -> contextlib.AbstractContextManager[object]:
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def compare_precisions(args: argparse.Namespace) -> None:
+    """Each precision on the same batches from the same initial weights, alternating step by
+    step so that other jobs on a shared machine disturb both alike; loss of each on every step."""
+    torch.set_num_threads(args.threads)
+    config = load_config(RunConfig, args.config, args.overrides)
+    runs = {}
+    for precision in args.precision:
+        torch.manual_seed(config.seed)
+        task = build_task(config)
+        task.model.train()
+        optimizer = torch.optim.AdamW(task.optimizer_groups(config.train.lr))
+        runs[precision] = (task, optimizer, [], [])
+    first = next(iter(runs.values()))[0]
+    batches = list(itertools.islice(iter(first.batches(0)), args.steps + 1))
+    for step, batch in enumerate(batches):
+        for precision, (task, optimizer, seconds, losses) in runs.items():
+            torch.manual_seed(config.seed + step)  # the same dropout / sampling draws
+            start = time.perf_counter()
+            optimizer.zero_grad()
+            with _autocast(precision):
+                loss = task.loss_step(batch, "joint").loss
+            loss.backward()
+            optimizer.step()
+            if step > 0:  # step 0 warms up (first-call allocations)
+                seconds.append(time.perf_counter() - start)
+                losses.append(float(loss))
+    tokens = sum(
+        int(first.encoder.layout(b.histories, b.queries).attention_mask.sum()) for b in batches[1:]
+    )
+    result: dict[str, object] = {
+        "config": args.config,
+        "overrides": args.overrides,
+        "threads": args.threads,
+        "steps_timed": args.steps,
+        "batch_size": config.data.batch_size,
+        "mean_tokens_per_step": tokens / args.steps,
+    }
+    for precision, (_, _, seconds, losses) in runs.items():
+        result[precision] = {
+            "median_seconds_per_step": statistics.median(seconds),
+            "mean_seconds_per_step": statistics.fmean(seconds),
+            "losses": losses,
+        }
+    base, other = args.precision[0], args.precision[1]
+    result[f"speedup_{other}_over_{base}"] = (
+        result[base]["median_seconds_per_step"] / result[other]["median_seconds_per_step"]  # type: ignore[index]
+    )
+    print(write_result("karma_train_step_precision", result).read_text(encoding="utf-8"), end="")
 
 
 def time_lm_head(task: object, batches: object, steps: int) -> dict[str, float]:

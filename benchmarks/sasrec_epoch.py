@@ -10,8 +10,11 @@ Times, side by side and interleaved (the CPU is shared, so the two paths see the
 - `fast`: `SASRecTask` as it is now (windows packed into rows, fused chunked full-softmax loss,
   blocks written out with `rand_like` dropout; validation in history-length order through
   causal `scaled_dot_product_attention`).
-Both start from the same initial weights and train the same epoch's windows in the same order
-(forward + backward + AdamW step per batch; dropout as configured), then validate on all users.
+- `fast-bf16`: the same with `precision: bf16` (what training with it runs: bf16 autocast over
+  the transformer, bf16 operands for the full-softmax matmuls, softmax and sums in fp32).
+All start from the same initial weights and train the same epoch's windows in the same order
+(forward + backward + AdamW step per batch; dropout as configured), then validate on all users
+(in fp32). `--paths` picks which of them run.
 
 FLOPs that must be done: the full-softmax logits, 2·M·N·D for the forward matmul and twice that
 for the two gradient matmuls (M = target positions of the epoch, N items, D hidden); the
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -110,9 +114,21 @@ def fast_loss(task: SASRecTask, batch: SASRecBatch) -> torch.Tensor:
     return task.loss_step(batch, "joint").loss
 
 
+def bf16_loss(task: SASRecTask, batch: SASRecBatch) -> torch.Tensor:
+    """`fast_loss` as `precision: bf16` trains it (the Trainer's bf16 autocast)."""
+    full = task.model.config
+    task.model.config = dataclasses.replace(full, precision="bf16")
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return task.loss_step(batch, "joint").loss
+    finally:
+        task.model.config = full
+
+
 PATHS: dict[str, tuple[Callable, Callable]] = {
     "reference": (reference_batches, reference_loss),
     "fast": (fast_batches, fast_loss),
+    "fast-bf16": (fast_batches, bf16_loss),
 }
 
 
@@ -166,13 +182,16 @@ def executed_gflop(task: SASRecTask, path: str, batches: int) -> float:
     return counter.get_total_flops() / batches / 1e9
 
 
-def matmul_peaks(num_items: int, hidden: int) -> tuple[float, float]:
-    """Best GFLOP/s of an fp32 1024³ matmul and of a logits-shaped (2048, D) @ (D, N) one."""
+def matmul_peaks(num_items: int, hidden: int) -> tuple[float, float, float]:
+    """Best GFLOP/s of an fp32 1024³ matmul, of a logits-shaped (2048, D) @ (D, N) one, and of a
+    bf16 1024³ one (the peak the bf16 path is held against)."""
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     square = 2 * 1024**3 / best_of(10, lambda: a @ b) / 1e9
     h, e = torch.randn(2048, hidden), torch.randn(num_items, hidden)
     shaped = 2 * 2048 * num_items * hidden / best_of(10, lambda: h @ e.T) / 1e9
-    return square, shaped
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    square_bf16 = 2 * 1024**3 / best_of(10, lambda: a16 @ b16) / 1e9
+    return square, shaped, square_bf16
 
 
 def main() -> None:
@@ -185,6 +204,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=None, help="time only this many batches")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (shared CPUs: 1)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/sasrec_epoch.json")
+    parser.add_argument(
+        "--paths", nargs="+", choices=list(PATHS), default=list(PATHS), help="paths to time"
+    )
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -196,15 +218,16 @@ def main() -> None:
     initial = copy.deepcopy(task.model.state_dict())
     num_items, dim = dataset.num_items, config.hidden
 
-    gflop = {path: executed_gflop(task, path, 3) for path in PATHS}
-    epochs: dict[str, list[float]] = {path: [] for path in PATHS}
-    cpu_epochs: dict[str, list[float]] = {path: [] for path in PATHS}
-    valids: dict[str, list[float]] = {path: [] for path in PATHS}
-    peaks: list[tuple[float, float]] = []
+    paths = list(args.paths)
+    gflop = {path: executed_gflop(task, path, 3) for path in paths}
+    epochs: dict[str, list[float]] = {path: [] for path in paths}
+    cpu_epochs: dict[str, list[float]] = {path: [] for path in paths}
+    valids: dict[str, list[float]] = {path: [] for path in paths}
+    peaks: list[tuple[float, float, float]] = []
     summary: dict[str, dict[str, float]] = {}
     targets = 0
     for repeat in range(args.repeats):
-        for path in PATHS if repeat % 2 == 0 else reversed(PATHS):
+        for path in paths if repeat % 2 == 0 else reversed(paths):
             peaks.append(matmul_peaks(num_items, dim))
             task.model.load_state_dict(initial)
             torch.manual_seed(config.seed)
@@ -224,13 +247,16 @@ def main() -> None:
                 f"validate {valid_seconds:5.1f}s  ndcg@10 {valid_ndcg:.4f}",
                 flush=True,
             )
-    square_peak = max(p[0] for p in peaks)
+    fp32_peak = max(p[0] for p in peaks)
     shaped_peak = max(p[1] for p in peaks)
+    bf16_peak = max(p[2] for p in peaks)
     required = 6 * targets * num_items * dim / 1e9  # GFLOP of the logits, forward + backward
     batches = args.batches if args.batches is not None else task.num_batches(0)
     figures: dict[str, dict[str, float]] = {}
-    for path in PATHS:
+    for path in paths:
         best = min(epochs[path])
+        # each path against the peak of its own arithmetic (bf16 matmuls for the bf16 path)
+        square_peak = bf16_peak if path == "fast-bf16" else fp32_peak
         figures[path] = {
             "epoch_seconds_best": best,
             "epoch_seconds_median": statistics.median(epochs[path]),
@@ -243,14 +269,19 @@ def main() -> None:
             "executed_fraction_of_square_peak": gflop[path] * batches / best / square_peak,
             **summary[path],
         }
-    speedup = figures["reference"]["epoch_seconds_best"] / figures["fast"]["epoch_seconds_best"]
-    cpu_speedup = (
-        figures["reference"]["epoch_cpu_seconds_best"] / figures["fast"]["epoch_cpu_seconds_best"]
-    )
+    base = paths[0]  # speed-ups against the first path (reference, when it ran)
+    speedups = {
+        path: {
+            "wall": figures[base]["epoch_seconds_best"] / figures[path]["epoch_seconds_best"],
+            "cpu": figures[base]["epoch_cpu_seconds_best"]
+            / figures[path]["epoch_cpu_seconds_best"],
+        }
+        for path in paths[1:]
+    }
     print(
         f"logits: {required:.0f} GFLOP over {batches} batches ({targets:,} targets × {num_items:,}"
-        f" items × {dim}); fp32 peak {square_peak:.0f} GFLOP/s (1024³), {shaped_peak:.0f} "
-        f"GFLOP/s (logits-shaped)"
+        f" items × {dim}); fp32 peak {fp32_peak:.0f} GFLOP/s (1024³), {shaped_peak:.0f} "
+        f"GFLOP/s (logits-shaped); bf16 peak {bf16_peak:.0f} GFLOP/s (1024³)"
     )
     for path, row in figures.items():
         print(
@@ -260,7 +291,11 @@ def main() -> None:
             f"{row['executed_fraction_of_square_peak']:.2f} of peak; validate "
             f"{row['validate_seconds_best']:.1f}s"
         )
-    print(f"speed-up of the training epoch: {speedup:.2f}× wall, {cpu_speedup:.2f}× CPU time")
+    for path, speedup in speedups.items():
+        print(
+            f"speed-up of the training epoch, {path} over {base}: {speedup['wall']:.2f}× wall, "
+            f"{speedup['cpu']:.2f}× CPU time"
+        )
     payload = {
         "data": str(args.data),
         "config": str(args.config.resolve().relative_to(ROOT)),
@@ -271,10 +306,11 @@ def main() -> None:
         "target_positions": targets,
         "num_items": num_items,
         "required_logits_gflop": required,
-        "matmul_peak_gflop_per_s": square_peak,
+        "matmul_peak_gflop_per_s": fp32_peak,
         "logits_shaped_matmul_gflop_per_s": shaped_peak,
-        "epoch_speedup": speedup,
-        "epoch_cpu_speedup": cpu_speedup,
+        "bf16_matmul_peak_gflop_per_s": bf16_peak,
+        "paths_timed": paths,
+        "epoch_speedup_over_first": speedups,
         "paths": figures,
         "epoch_seconds_all": epochs,
         "epoch_cpu_seconds_all": cpu_epochs,

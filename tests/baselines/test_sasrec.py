@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from karma.data.dataset import PreparedDataset
 from karma.eval.evaluate import evaluate
 from karma.runs import load_retriever
 from karma.runs.layout import start_run
-from karma.runs.recipes.sasrec import SASRecRecipe
+from karma.runs.recipes.sasrec import SASRecRecipe, trainer_config
 from karma.testing.datasets import write_leave_one_out
 
 NUM_ITEMS = 30
@@ -123,6 +124,8 @@ def test_save_load_roundtrip(successor_dataset: PreparedDataset, tmp_path: Path)
 def test_config_validation_names_field() -> None:
     with pytest.raises(ValueError, match="num_heads"):
         SASRecConfig(hidden=10, num_heads=3)
+    with pytest.raises(ValueError, match="precision"):
+        SASRecConfig(precision="fp16")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="dropout"):
         load_config(SASRecConfig, None, ["dropout=1.5"])
 
@@ -134,9 +137,14 @@ def test_shipped_configs_parse(name: str) -> None:
     assert config.hidden == 64
 
 
-def test_trainer_run_dir_evaluates(successor_dataset: PreparedDataset, tmp_path: Path) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_trainer_run_dir_evaluates(
+    successor_dataset: PreparedDataset, tmp_path: Path, precision: str
+) -> None:
     run_dir = tmp_path / "run"
-    SASRecRecipe().train(tiny_config(epochs=6), run_dir, successor_dataset.root, progress=False)
+    config = tiny_config(epochs=6, precision=precision)
+    assert trainer_config(config, 1).precision == precision  # bf16: the Trainer autocasts
+    SASRecRecipe().train(config, run_dir, successor_dataset.root, progress=False)
     assert (run_dir / "best").is_dir()
     info = json.loads((run_dir / "run.json").read_text())
     assert info["kind"] == "sasrec" and info["status"] == "finished"
@@ -272,6 +280,24 @@ def test_packed_fused_loss_matches_padded_reference(
     torch.testing.assert_close(loss, expected)
     for name, param in model.named_parameters():
         torch.testing.assert_close(param.grad, expected_grads[name], msg=name)
+
+
+def test_bf16_loss_is_the_fp32_loss_in_mixed_precision(
+    successor_dataset: PreparedDataset,
+) -> None:
+    # precision: bf16 = the Trainer's bf16 autocast + bf16 operands for the logits' matmuls: the
+    # same loss from the same weights to bf16 rounding, and every parameter still gets a gradient.
+    task = SASRecTask(successor_dataset, tiny_config(dropout=0.0))
+    batch = next(task.batches(0))
+    fp32 = task.loss_step(batch, "joint").loss
+    task.model.config = dataclasses.replace(task.model.config, precision="bf16")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = task.loss_step(batch, "joint").loss
+    bf16.backward()
+    assert bf16.item() == pytest.approx(fp32.item(), rel=2e-2)
+    assert bf16.item() != fp32.item()  # it did run in bf16
+    for name, param in task.model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
 def test_packing_places_every_step_once() -> None:

@@ -94,3 +94,51 @@ def test_shape_errors_name_the_argument() -> None:
         full_softmax_cross_entropy(
             torch.zeros(3, 2), torch.zeros(4, 2), torch.zeros(3).long(), chunk_rows=0
         )
+    with pytest.raises(ValueError, match="matmul_dtype"):
+        full_softmax_cross_entropy(
+            torch.zeros(3, 2), torch.zeros(4, 2), torch.zeros(3).long(), matmul_dtype=torch.int32
+        )
+
+
+def test_bf16_matmuls_are_exact_on_bf16_representable_inputs() -> None:
+    # Halves and small integers are exact in bf16 and so are their dot products here: the
+    # mixed-precision logits equal the fp32 ones, hence the loss; only the softmax gradient is
+    # rounded to bf16 before its two matmuls (relative error <= 2^-8 per entry).
+    hidden = torch.tensor([[1.0, -0.5], [0.0, 2.0], [1.5, 1.0]])
+    items = torch.tensor([[2.0, 0.0], [0.0, 5.0], [-1.0, 0.5], [0.5, 0.5]])
+    targets = torch.tensor([0, 1, 3])
+    grads = {}
+    for dtype in (None, torch.bfloat16):
+        h, e = hidden.clone().requires_grad_(), items.clone().requires_grad_()
+        loss = full_softmax_cross_entropy(h, e, targets, chunk_rows=2, matmul_dtype=dtype)
+        loss.backward()
+        grads[dtype] = (loss.detach(), h.grad, e.grad)
+    expected = F.cross_entropy(hidden @ items.T, targets)
+    assert grads[None][0].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert grads[torch.bfloat16][0].item() == pytest.approx(expected.item(), rel=1e-6)
+    # Rounding G = (softmax - onehot) / M and each product to bf16 (2^-8 relative each) moves a
+    # gradient entry by at most 2 * 2^-8 * (|G| @ |E|) (dL/dh), 2 * 2^-8 * (|G|^T @ |H|) (dL/dE).
+    probs = torch.softmax(hidden @ items.T, dim=1)
+    g = (probs - F.one_hot(targets, 4)) / len(targets)  # (M, N)
+    bounds = (2 * 2**-8 * g.abs() @ items.abs(), 2 * 2**-8 * g.abs().T @ hidden.abs())
+    for fp32, bf16, bound in zip(grads[None][1:], grads[torch.bfloat16][1:], bounds):
+        assert bf16.dtype == torch.float32  # gradients come back in the inputs' dtype
+        assert torch.all((bf16 - fp32).abs() <= bound + 1e-7)
+        assert not torch.equal(bf16, fp32)  # the gradient matmuls did run in bf16
+
+
+def test_bf16_matmuls_stay_close_on_a_realistic_batch() -> None:
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(300, 16, generator=generator)
+    items = torch.randn(500, 16, generator=generator) * 0.5
+    targets = torch.randint(500, (300,), generator=generator)
+    out = {}
+    for dtype in (None, torch.bfloat16):
+        h, e = hidden.clone().requires_grad_(), items.clone().requires_grad_()
+        loss = full_softmax_cross_entropy(h, e, targets, matmul_dtype=dtype)
+        loss.backward()
+        out[dtype] = (loss.detach(), h.grad, e.grad)
+    fp32, bf16 = out[None], out[torch.bfloat16]
+    assert bf16[0].item() == pytest.approx(fp32[0].item(), rel=1e-3)
+    for a, b in zip(fp32[1:], bf16[1:]):
+        assert ((a - b).norm() / a.norm()).item() < 1e-2

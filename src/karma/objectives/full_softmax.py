@@ -15,7 +15,11 @@ test_full_softmax.py`).
 
 The gradients are computed eagerly, so the fused loss suits a plain `loss.backward()` (no
 double backward). It runs in float32 (or float64 inputs' float64) even under autocast: the logits of
-a full catalog are where bf16 loses most.
+a full catalog are where bf16 loses most. `matmul_dtype=torch.bfloat16` is the mixed-precision
+option: the three matmuls read bf16 copies of the hidden states, the items and the softmax gradient
+(each product accumulated in fp32 by the kernel, its result rounded to bf16), while the softmax, the
+loss and the gradients summed over chunks stay in float32. On a CPU with AVX512-BF16 or AMX, or a
+GPU, those matmuls run several times faster (`benchmarks/sasrec_epoch.py`).
 """
 
 from __future__ import annotations
@@ -33,13 +37,15 @@ def full_softmax_cross_entropy(
     targets: torch.Tensor,
     excluded: torch.Tensor | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    matmul_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of `targets` (M,) against softmax over all of `items` (N, D).
 
     hidden (M, D) query vectors, items (N, D) item vectors (score = dot product), targets (M,)
     row indices into items, excluded (N,) bool: items given logit -inf (never a negative; no
     target may be excluded). Equals `F.cross_entropy((hidden @ items.T).masked_fill(excluded,
-    -inf), targets)`.
+    -inf), targets)`. matmul_dtype: operand dtype of the three matmuls (None = the float32
+    compute dtype; torch.bfloat16 = mixed precision, softmax and sums still in float32).
     """
     if hidden.ndim != 2 or items.ndim != 2 or hidden.shape[1] != items.shape[1]:
         raise ValueError(
@@ -49,7 +55,11 @@ def full_softmax_cross_entropy(
         raise ValueError(f"targets must be ({hidden.shape[0]},), got {tuple(targets.shape)}")
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    return _FullSoftmaxCrossEntropy.apply(hidden, items, targets, excluded, chunk_rows)
+    if matmul_dtype is not None and not matmul_dtype.is_floating_point:
+        raise ValueError(f"matmul_dtype must be a floating dtype, got {matmul_dtype}")
+    return _FullSoftmaxCrossEntropy.apply(
+        hidden, items, targets, excluded, chunk_rows, matmul_dtype
+    )
 
 
 class _FullSoftmaxCrossEntropy(torch.autograd.Function):
@@ -61,13 +71,17 @@ class _FullSoftmaxCrossEntropy(torch.autograd.Function):
         targets: torch.Tensor,
         excluded: torch.Tensor | None,
         chunk_rows: int,
+        matmul_dtype: torch.dtype | None,
     ) -> torch.Tensor:
         with torch.autocast(hidden.device.type, enabled=False):
             dtype = torch.promote_types(
                 torch.promote_types(hidden.dtype, items.dtype), torch.float32
             )
+            low = matmul_dtype is not None and matmul_dtype != dtype  # mixed-precision matmuls
             h_all = hidden.detach().to(dtype)  # (M, D)
             e = items.detach().to(dtype)  # (N, D)
+            h_mm = hidden.detach().to(matmul_dtype) if low else h_all  # (M, D) matmul operand
+            e_mm = e.to(matmul_dtype) if low else e  # (N, D) matmul operand
             need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
             grad_hidden = torch.empty_like(h_all) if need_grad else None  # (M, D)
             grad_items = torch.zeros_like(e) if need_grad else None  # (N, D)
@@ -76,7 +90,7 @@ class _FullSoftmaxCrossEntropy(torch.autograd.Function):
             for start in range(0, rows, chunk_rows):
                 h = h_all[start : start + chunk_rows]  # (C, D)
                 y = targets[start : start + chunk_rows]  # (C,)
-                logits = h @ e.T  # (C, N)
+                logits = (h_mm[start : start + chunk_rows] @ e_mm.T).to(dtype) if low else h @ e.T
                 if excluded is not None:
                     logits.masked_fill_(excluded, float("-inf"))
                 target_logit = logits.gather(1, y[:, None])  # (C, 1)
@@ -89,6 +103,11 @@ class _FullSoftmaxCrossEntropy(torch.autograd.Function):
                 # softmax - onehot, averaged over all M rows: the gradient wrt the logits.
                 logits.div_(norm * rows)
                 logits.scatter_add_(1, y[:, None], torch.full_like(target_logit, -1.0 / rows))
+                if low:  # bf16 operands, the products added into the float32 gradients
+                    g = logits.to(matmul_dtype)  # (C, N)
+                    grad_hidden[start : start + chunk_rows] = g @ e_mm  # (C, D)
+                    grad_items += g.T @ h_mm[start : start + chunk_rows]  # (N, D)
+                    continue
                 torch.mm(logits, e, out=grad_hidden[start : start + chunk_rows])  # (C, D)
                 torch.addmm(grad_items, logits.T, h, out=grad_items)  # (N, D); FLOP counters see it
         if grad_hidden is not None and grad_items is not None:
@@ -98,4 +117,4 @@ class _FullSoftmaxCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         grad_hidden, grad_items = ctx.saved_tensors
-        return grad_hidden * grad_loss, grad_items * grad_loss, None, None, None
+        return grad_hidden * grad_loss, grad_items * grad_loss, None, None, None, None

@@ -48,6 +48,7 @@ def trainer_config(
         progress_bar=progress,
         seed=config.seed,
         device=config.device,  # type: ignore[arg-type]
+        precision=config.precision,  # type: ignore[arg-type]
         num_threads=torch.get_num_threads(),  # keep the caller's choice (Trainer default: all)
     )
 
