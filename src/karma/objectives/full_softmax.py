@@ -90,12 +90,14 @@ class _FullSoftmaxCrossEntropy(torch.autograd.Function):
             for start in range(0, rows, chunk_rows):
                 h = h_all[start : start + chunk_rows]  # (C, D)
                 y = targets[start : start + chunk_rows]  # (C,)
-                logits = (h_mm[start : start + chunk_rows] @ e_mm.T).to(dtype) if low else h @ e.T
+                # (C, N) logits: bf16 straight from a mixed-precision matmul, else float32
+                logits = h_mm[start : start + chunk_rows] @ e_mm.T if low else h @ e.T
                 if excluded is not None:
                     logits.masked_fill_(excluded, float("-inf"))
-                target_logit = logits.gather(1, y[:, None])  # (C, 1)
-                peak = logits.amax(dim=1, keepdim=True)  # (C, 1)
-                logits.sub_(peak).exp_()  # unnormalised softmax, in place
+                target_logit = logits.gather(1, y[:, None]).to(dtype)  # (C, 1)
+                peak = logits.amax(dim=1, keepdim=True).to(dtype)  # (C, 1)
+                # unnormalised softmax in float32 (in place, or widened from bf16 in the same pass)
+                logits = (logits.sub_(peak) if not low else torch.sub(logits, peak)).exp_()
                 norm = logits.sum(dim=1, keepdim=True)  # (C, 1)
                 total += (norm.log() + peak - target_logit).sum(dtype=torch.float64)
                 if grad_hidden is None or grad_items is None:
