@@ -1,4 +1,5 @@
-"""The grid report's paired Δ by target segment (head / long tail / new), checked by hand."""
+"""The grid report's paired Δ by target segment (head / long tail / new) and by history length,
+checked by hand."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from karma.data.dataset import PreparedDataset
 from karma.eval.metrics import TargetRanks
 from karma.experiments.grid import GridConfig
 from karma.experiments.report import (
+    HISTORY_SEGMENTS,
+    history_segments,
     paired_delta,
     results_markdown,
     segment_markdown,
@@ -88,3 +91,35 @@ def test_the_report_carries_the_segment_table(tmp_path: Path) -> None:
     assert "By target segment" not in results_markdown(grid, results)  # no segments given
     write_report(grid, results)
     assert "## By target segment" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_history_segments_by_length(tmp_path: Path) -> None:
+    # Test histories are every click but the last: 4, 8, 5 and 6 items (short: at most 5).
+    sequences = [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6], [0] * 7]
+    data = write_leave_one_out(tmp_path / "data", sequences, 10, user_ids=USERS)
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(
+        f"name: history\ndata: {data}\noutput_dir: {tmp_path / 'out'}\nseeds: [0]\n"
+        "baseline: a\nbootstrap: 100\ndiagnostics: false\n"
+        "runs:\n  - {name: a, kind: popularity}\n  - {name: b, kind: popularity}\n",
+        encoding="utf-8",
+    )
+    grid = load_config(GridConfig, grid_file)
+    segments = history_segments(PreparedDataset(data), "test")
+    assert segments == {"short_history": {"head0", "tail"}, "long_history": {"head1", "new"}}
+    # HR@10 per user (USERS order): a 1, 0, 1, 0; b 1, 1, 0, 0.
+    a, b = _result("a", [0, 20, 0, 300]), _result("b", [0, 0, 50, 300])
+    table = segment_markdown(grid, {"a": [a], "b": [b]}, {grid.data: segments}, HISTORY_SEGMENTS)
+    assert "## By history length" in table
+    row = [c.strip() for c in table.strip().splitlines()[-1].strip("|").split("|")]
+    # short: head0 (1 vs 1), tail (0 vs 1) -> Δ -0.5; long: head1 (1 vs 0), new (0 vs 0) -> +0.5
+    assert row[:3] == ["b", "a", "2"] and row[3].startswith("-0.5000 [")
+    assert row[5] == "2" and row[6].startswith("+0.5000 [")
+
+
+def test_history_table_is_left_out_when_every_user_is_in_one_segment(tmp_path: Path) -> None:
+    grid = _grid(tmp_path)  # every test history has 4 items: all short
+    segments = {grid.data: history_segments(PreparedDataset(grid.data), "test")}
+    assert segments[grid.data]["long_history"] == set()
+    a, b = _result("a", [0, 20, 0, 300]), _result("b", [0, 0, 50, 300])
+    assert segment_markdown(grid, {"a": [a], "b": [b]}, segments, HISTORY_SEGMENTS) == ""

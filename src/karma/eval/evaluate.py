@@ -41,6 +41,8 @@ from karma.eval.retriever import Retriever
 
 HEADLINE_METRICS = ("hr@10", "ndcg@10", "hr@50", "mrr")
 LONG_TAIL_FRACTION = 0.8
+SHORT_HISTORY = 5
+"""A `short_history` user has at most this many history items."""
 """Default share of items (the least clicked in training) that make the long tail."""
 
 
@@ -249,7 +251,7 @@ def evaluate(
     seed: int = 0,
     num_negatives: int = 100,
     long_tail_fraction: float = LONG_TAIL_FRACTION,
-    short_history: int = 5,
+    short_history: int = SHORT_HISTORY,
     examples: Examples | None = None,
 ) -> EvalResult:
     """Full-ranking evaluation of `retriever` on `dataset.examples(split)` (or `examples`)."""

@@ -15,7 +15,7 @@ import numpy as np
 from karma.data.dataset import PreparedDataset, Split
 from karma.errors import KarmaError
 from karma.eval.adherence import ADHERENCE_K
-from karma.eval.evaluate import LONG_TAIL_FRACTION, long_tail_items
+from karma.eval.evaluate import LONG_TAIL_FRACTION, SHORT_HISTORY, long_tail_items
 from karma.eval.experiment import paired_bootstrap, per_user_differences
 from karma.eval.metrics import DEFAULT_KS, TargetRanks, per_user_metrics
 from karma.experiments.grid import GridConfig, RunSpec
@@ -35,6 +35,7 @@ DIAGNOSTIC_COLUMNS = (
 PAIRED_METRICS = ("hr@10", "hr@200")
 COLD_ONLY_METRICS = ("hr@10", "hr@50")
 TARGET_SEGMENTS = ("head", "long_tail", "new")
+HISTORY_SEGMENTS = ("short_history", "long_history")
 ADHERENCE = f"query_adherence@{ADHERENCE_K}"
 
 logger = logging.getLogger(__name__)
@@ -133,6 +134,7 @@ def results_markdown(
     tables = cold_only_markdown(grid, by_run)
     if segments:
         tables += segment_markdown(grid, by_run, segments)
+        tables += segment_markdown(grid, by_run, segments, HISTORY_SEGMENTS)
     return "\n".join(lines) + "\n" + tables
 
 
@@ -250,6 +252,16 @@ def search_caption(
     return [*lines, *(["", note] if note else []), ""]
 
 
+def history_segments(dataset: PreparedDataset, split: Split) -> Segments:
+    """The users of `split` by the length of the history they are ranked from: `short_history`
+    (at most `SHORT_HISTORY` items, as `karma.eval.evaluate`'s segment) and `long_history`."""
+    examples = dataset.examples(split)
+    out: Segments = {name: set() for name in HISTORY_SEGMENTS}
+    for user, history in zip(examples.user_ids, examples.histories):
+        out["short_history" if len(history) <= SHORT_HISTORY else "long_history"].add(str(user))
+    return out
+
+
 def target_segments(dataset: PreparedDataset, split: Split) -> Segments:
     """The users of `split` by their target's training clicks: `head` (a target among the 20 %
     most-clicked items, as `karma.eval.evaluate`'s long-tail cut), `long_tail` (clicked, but not
@@ -266,34 +278,47 @@ def target_segments(dataset: PreparedDataset, split: Split) -> Segments:
 
 
 def segment_markdown(
-    grid: GridConfig, by_run: dict[str, list[RunResult]], segments: dict[Path, Segments]
+    grid: GridConfig,
+    by_run: dict[str, list[RunResult]],
+    segments: dict[Path, Segments],
+    names: tuple[str, ...] = TARGET_SEGMENTS,
 ) -> str:
-    """Each run's paired Δ against its baseline within each target segment (users pooled over
-    seeds); empty when no run has a baseline of its own to compare with."""
+    """Each run's paired Δ against its baseline within each segment of `names` (users pooled
+    over seeds): the target segments (`target_segments`) or the history-length ones
+    (`history_segments`). Empty when no run has a baseline of its own to compare with, and a
+    history table also when every user falls in one segment (it would repeat the main table)."""
     rows = [
         s
         for s in grid.runs
         if s.name != grid.baseline_of(s) and by_run.get(s.name) and by_run.get(grid.baseline_of(s))
     ]
     used = [
-        name
-        for name in TARGET_SEGMENTS
-        if any(segments.get(grid.data_of(s), {}).get(name) for s in rows)
+        name for name in names if any(segments.get(grid.data_of(s), {}).get(name) for s in rows)
     ]
-    if not rows or not used:
+    if not rows or not used or (names == HISTORY_SEGMENTS and len(used) < len(names)):
         return ""
     header = ["run", "baseline"]
     for name in used:
         header += [f"{name} users"] + [f"{name} Δ{m} [95% CI]" for m in PAIRED_METRICS]
+    if names == HISTORY_SEGMENTS:
+        title = "## By history length"
+        split_by = (
+            f"Users split by the length of the history they are ranked from: `short_history` = "
+            f"at most {SHORT_HISTORY} items, `long_history` = more."
+        )
+    else:
+        title = "## By target segment: where the difference comes from"
+        split_by = (
+            "Users split by their target's training clicks: `head` = among the 20 % most-clicked "
+            "items, `long_tail` = the other clicked items, `new` = never clicked in training."
+        )
     lines = [
         "",
-        "## By target segment: where the difference comes from",
+        title,
         "",
-        "Users split by their target's training clicks: `head` = among the 20 % most-clicked "
-        "items, `long_tail` = the other clicked items, `new` = never clicked in training. Δ is "
-        "paired per user against the run's baseline over the full catalog, pooled over seeds "
-        "(users counted once per seed). A breakdown, not a pre-registered test: read a "
-        "segment's CI with the number of segments in mind.",
+        f"{split_by} Δ is paired per user against the run's baseline over the full catalog, "
+        "pooled over seeds (users counted once per seed). A breakdown, not a pre-registered "
+        "test: read a segment's CI with the number of segments in mind.",
         "",
         *_table_head(header),
     ]
@@ -630,15 +655,19 @@ def write_report(grid: GridConfig, results: list[RunResult]) -> list[Path]:
 
 
 def _segments_of(grid: GridConfig, names: set[str]) -> dict[Path, Segments]:
-    """`target_segments` of each dataset the reported runs use (a dataset that cannot be opened
-    any more is left out of the segment table, with a warning)."""
+    """`target_segments` and `history_segments` of each dataset the reported runs use (a dataset
+    that cannot be opened any more is left out of the segment tables, with a warning)."""
     out: dict[Path, Segments] = {}
     for spec in grid.runs:
         data = grid.data_of(spec)
         if spec.name not in names or data in out:
             continue
         try:
-            out[data] = target_segments(PreparedDataset(data), grid.split)
+            dataset = PreparedDataset(data)
+            out[data] = {
+                **target_segments(dataset, grid.split),
+                **history_segments(dataset, grid.split),
+            }
         except KarmaError as error:
             logger.warning("no target segments for %s: %s", data, error)
     return out
