@@ -23,6 +23,7 @@ from karma.baselines.sasrec import (
     next_item_loss,
     packed_windows,
     right_padded,
+    training_windows,
 )
 from karma.config import ConfigError, load_config
 from karma.data.dataset import PreparedDataset
@@ -298,6 +299,32 @@ def test_bf16_loss_is_the_fp32_loss_in_mixed_precision(
     assert bf16.item() != fp32.item()  # it did run in bf16
     for name, param in task.model.named_parameters():
         assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_training_windows_by_hand() -> None:
+    sequences = [np.arange(12), np.array([5]), np.array([7, 8])]
+    # Windows of at most 5 clicks from the end, overlapping by one: 11 steps of the first
+    # sequence trained once each (4 + 4 + 3); the one-click sequence teaches nothing.
+    every = training_windows(sequences, max_len=4)
+    assert [w.tolist() for w in every] == [
+        [7, 8, 9, 10, 11],
+        [3, 4, 5, 6, 7],
+        [0, 1, 2, 3],
+        [7, 8],
+    ]
+    last = training_windows(sequences, max_len=4, last_only=True)
+    assert [w.tolist() for w in last] == [[7, 8, 9, 10, 11], [7, 8]]
+    with pytest.raises(ValueError, match="windows"):
+        SASRecConfig(windows="first")  # type: ignore[arg-type]
+
+
+def test_last_window_task_trains_one_window_per_user(successor_dataset: PreparedDataset) -> None:
+    every = SASRecTask(successor_dataset, tiny_config(max_len=4))
+    last = SASRecTask(successor_dataset, tiny_config(max_len=4, windows="last"))
+    users = [s for s in successor_dataset.train_sequences() if len(s) > 1]
+    assert len(last.sequences) == len(users) < len(every.sequences)
+    for window, seq in zip(last.sequences, users):
+        assert window.tolist() == seq[-5:].tolist()
 
 
 def test_packing_places_every_step_once() -> None:

@@ -71,6 +71,11 @@ class SASRecConfig:
     """Maximum number of passes over the training sequences."""
     patience: int = 10
     """Stop after this many validations without a better valid NDCG@10 (0 = never stop early)."""
+    windows: Literal["all", "last"] = "all"
+    """Training windows per user and epoch: `all` cuts each history into windows of max_len + 1
+    clicks so that every next-item step is trained once an epoch; `last` keeps only the most
+    recent window (older clicks of a history longer than max_len are never trained; the data
+    loader of the published SASRec+ code)."""
     seed: int = 0
     """Seed for initialisation and batch order."""
     item_features: str | None = None
@@ -119,6 +124,8 @@ class SASRecConfig:
             )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.windows not in ("all", "last"):
+            raise ValueError(f"windows must be all or last, got {self.windows!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
 
@@ -350,13 +357,18 @@ def packed_windows(
     )
 
 
-def training_windows(sequences: list[np.ndarray], max_len: int) -> list[np.ndarray]:
+def training_windows(
+    sequences: list[np.ndarray], max_len: int, last_only: bool = False
+) -> list[np.ndarray]:
     """Cut each sequence into windows of at most max_len + 1 clicks, from the end backwards.
 
     Consecutive windows overlap by one click, so every next-item step of a long history is
     trained exactly once (a window of n clicks teaches n - 1 steps) instead of only the last
-    max_len; the most recent window keeps the full context.
+    max_len; the most recent window keeps the full context. `last_only`: that most recent window
+    alone (sequences of one click, which teach nothing, are dropped either way).
     """
+    if last_only:
+        return [seq[-(max_len + 1) :] for seq in sequences if len(seq) > 1]
     windows = []
     for seq in sequences:
         stop = len(seq)
@@ -481,7 +493,9 @@ class SASRecTask:
             features=features,
             trained=torch.from_numpy(dataset.train_item_counts() > 0),
         ).to(self.device)
-        self.sequences = training_windows(dataset.train_sequences(), config.max_len)
+        self.sequences = training_windows(
+            dataset.train_sequences(), config.max_len, last_only=config.windows == "last"
+        )
         if not self.sequences:
             raise KarmaError(
                 f"{dataset.root}: no user has two training clicks; SASRec cannot train"
