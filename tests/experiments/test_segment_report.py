@@ -30,8 +30,8 @@ SEQUENCES = [[0, 1, 2, 5, 0], [0, 1, 3, 5, 1], [0, 1, 4, 5, 2], [0, 1, 2, 5, 9]]
 USERS = ["head0", "head1", "tail", "new"]
 
 
-def _grid(tmp_path: Path) -> GridConfig:
-    data = write_leave_one_out(tmp_path / "data", SEQUENCES, 10, user_ids=USERS)
+def _grid(tmp_path: Path, sequences: list[list[int]] = SEQUENCES) -> GridConfig:
+    data = write_leave_one_out(tmp_path / "data", sequences, 10, user_ids=USERS)
     grid_file = tmp_path / "grid.yaml"
     grid_file.write_text(
         f"name: segments\ndata: {data}\noutput_dir: {tmp_path / 'out'}\nseeds: [0]\n"
@@ -96,16 +96,8 @@ def test_the_report_carries_the_segment_table(tmp_path: Path) -> None:
 def test_history_segments_by_length(tmp_path: Path) -> None:
     # Test histories are every click but the last: 4, 8, 5 and 6 items (short: at most 5).
     sequences = [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6], [0] * 7]
-    data = write_leave_one_out(tmp_path / "data", sequences, 10, user_ids=USERS)
-    grid_file = tmp_path / "grid.yaml"
-    grid_file.write_text(
-        f"name: history\ndata: {data}\noutput_dir: {tmp_path / 'out'}\nseeds: [0]\n"
-        "baseline: a\nbootstrap: 100\ndiagnostics: false\n"
-        "runs:\n  - {name: a, kind: popularity}\n  - {name: b, kind: popularity}\n",
-        encoding="utf-8",
-    )
-    grid = load_config(GridConfig, grid_file)
-    segments = history_segments(PreparedDataset(data), "test")
+    grid = _grid(tmp_path, sequences)
+    segments = history_segments(PreparedDataset(grid.data), "test")
     assert segments == {"short_history": {"head0", "tail"}, "long_history": {"head1", "new"}}
     # HR@10 per user (USERS order): a 1, 0, 1, 0; b 1, 1, 0, 0.
     a, b = _result("a", [0, 20, 0, 300]), _result("b", [0, 0, 50, 300])
