@@ -155,13 +155,16 @@ def test_trainer_run_dir_evaluates(
     assert result.metrics["hr@10"] > 0.5
 
 
-def test_cli_baseline_sasrec(successor_dataset: PreparedDataset, tmp_path: Path) -> None:
+def test_cli_baseline_sasrec(
+    successor_dataset: PreparedDataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from karma.cli import main
 
     run_dir = tmp_path / "cli_run"
     args = ["baseline", "sasrec", "--data", str(successor_dataset.root), "--out", str(run_dir)]
     overrides = ["hidden=16", "num_blocks=1", "max_len=16", "epochs=2", "device=cpu"]
-    assert main(args + overrides) == 0
+    assert main([*args, "--no-progress", *overrides]) == 0
+    assert "joint:" not in capsys.readouterr().err  # no progress bar
     assert main(["evaluate", str(run_dir), "--bootstrap", "0", "--split", "valid"]) == 0
     assert (run_dir / "metrics_valid.json").is_file()
     assert main([*args, "epochs=abc"]) == 2  # a bad override is a one-line user error

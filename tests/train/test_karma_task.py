@@ -181,9 +181,10 @@ def test_karma_train_command_runs_the_trainer(tiny_root: Path, tmp_path: Path) -
         "train.max_steps=4",
         "train.eval_every=4",
     ]
-    argv += ["train.checkpoint_every=4", "train.progress_bar=false", "train.tensorboard=false"]
-    assert main(argv) == 0
+    argv += ["train.checkpoint_every=4", "train.tensorboard=false"]
+    assert main([*argv, "--no-progress"]) == 0
     assert (run_dir / "run_config.yaml").is_file() and (run_dir / "log.jsonl").is_file()
+    assert "progress_bar: false" in (run_dir / "run_config.yaml").read_text()  # --no-progress
     assert main(["train", argv[1], "data.batch_size=0"]) == 2  # a bad value is a one-line error
 
 

@@ -60,6 +60,7 @@ def register(subparsers: Any) -> None:
         parser.set_defaults(func=run_baseline)
     sasrec.add_argument("--config", type=Path, default=None, help="YAML SASRecConfig")
     sasrec.add_argument("--resume", action="store_true", help="continue the run in --out")
+    sasrec.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sasrec.add_argument("overrides", nargs="*", help="key=value config overrides")
     # Each kind's options -> its recipe's config, and what to print once the run is saved.
     popularity.set_defaults(
@@ -111,7 +112,13 @@ def run_baseline(args: argparse.Namespace) -> int:
         config = args.baseline_config(args, recipe.config_type)
     except ValueError as exc:  # a config's __post_init__ names the bad field
         raise ConfigError(f"karma baseline {args.kind}: --{exc}".replace("_", "-")) from None
-    recipe.train(config, args.out, args.data, resume=getattr(args, "resume", False))
+    recipe.train(
+        config,
+        args.out,
+        args.data,
+        resume=getattr(args, "resume", False),
+        progress=not getattr(args, "no_progress", False),
+    )
     run = open_run(args.out)
     print(args.saved.format(out=args.out, best_metric=run.info.best_metric, **run.options))
     return 0

@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "checkpoint and exit 0 unfinished; the same command with --resume continues exactly "
         "(unlike train.time_budget_minutes, which ends the run)",
     )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bar (train.progress_bar)"
+    )
     defer_options(parser, _add_run_config_options)
 
     parser.set_defaults(func=train_command)
@@ -59,6 +62,8 @@ def train_command(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + overrides_from_options(args)
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
+    if args.no_progress:
+        overrides.append("train.progress_bar=false")
     minutes = args.pause_after_minutes
     if minutes is not None and not minutes > 0:
         raise ConfigError(f"--pause-after-minutes: must be > 0, got {minutes}")
