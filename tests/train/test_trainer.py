@@ -83,6 +83,24 @@ def test_resume_equals_uninterrupted_run(
     assert result["final_metrics"] == pytest.approx(whole_result["final_metrics"])
 
 
+@pytest.mark.parametrize("checkpoint_every", [4, 0])
+def test_a_resumed_log_reads_as_one_run(tmp_path: Path, checkpoint_every: int) -> None:
+    # A crash in step 7: steps 5 and 6 (and the step-6 validation) were logged after the last
+    # checkpoint (step 4), or, with no checkpoint at all, steps 1-6 before a fresh start. The
+    # restarted run trains them again; log.jsonl must hold each step once, as the whole run's.
+    config = replace(FAST, eval_every=3, checkpoint_every=checkpoint_every)
+    Trainer(config, ToyTask(dropout=0.3), tmp_path / "whole").fit()
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        Trainer(config, ToyTask(dropout=0.3, crash_after_calls=6), tmp_path / "split").fit()
+    before = [(r["kind"], r["step"]) for r in read_log(tmp_path / "split")]
+    assert before[-2:] == [("train", 6), ("eval", 6)]
+    Trainer(config, ToyTask(dropout=0.3), tmp_path / "split", resume=True).fit()
+    whole, split = read_log(tmp_path / "whole"), read_log(tmp_path / "split")
+    assert [(r["kind"], r["step"]) for r in split] == [(r["kind"], r["step"]) for r in whole]
+    evals = [r["ndcg@10"] for r in split if r["kind"] == "eval"]
+    assert evals == pytest.approx([r["ndcg@10"] for r in whole if r["kind"] == "eval"])
+
+
 def _batches_for_steps(config: TrainConfig, steps: int, num_batches: int = 5) -> int:
     """Batches consumed by `steps` optimizer steps (each stage starts a fresh epoch)."""
     batches = 0

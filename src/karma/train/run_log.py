@@ -68,7 +68,8 @@ class RunLog:
             return
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        self._file = open(run_dir / "log.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.path = run_dir / "log.jsonl"
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -76,6 +77,22 @@ class RunLog:
                 logger.info("tensorboard is not installed; logging to log.jsonl only")
             else:
                 self._tb = SummaryWriter(log_dir=str(run_dir / "tb"))
+
+    def drop_after(self, step: int) -> int:
+        """Forget the lines of steps after `step` (those the run is about to train again: a
+        process stopped after its last checkpoint, or before its first one, `step` 0), so that
+        log.jsonl reads as one uninterrupted run. Returns how many lines were dropped."""
+        if not self.enabled or self._file is None:
+            return 0
+        self._file.close()
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if _step_of(line) <= step]
+        if len(kept) < len(lines):
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text("".join(kept), encoding="utf-8")
+            tmp.replace(self.path)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        return len(lines) - len(kept)
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled or self._file is None:
@@ -98,3 +115,11 @@ class RunLog:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def _step_of(line: str) -> float:
+    """A log line's step; a line that is not a record (a torn last line) counts as after all."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")

@@ -145,6 +145,7 @@ class Trainer:
                 f"{self.run_dir} already holds checkpoints; resume it (--resume) or use a new run dir"
             )
         if checkpoint is None:
+            self._drop_log_after(0)
             if self.resume:
                 logger.info("no checkpoint in %s; starting from scratch", self.run_dir)
             random.seed(cfg.seed + self.rank)
@@ -156,12 +157,22 @@ class Trainer:
         if cfg.distributed == "fsdp":
             raise ConfigError("train.distributed: resuming an fsdp run is not supported yet")
         self.state, model_state, self._resumed_training_state = load_checkpoint(checkpoint)
+        self._drop_log_after(self.state.step)
         self.task.model.load_state_dict(model_state)
         self.last_checkpoint = checkpoint
         self._last_checkpoint_step = self.state.step
         # Last: nothing after this may draw random numbers the uninterrupted run did not draw.
         restore_rng_states(self._resumed_training_state["rng"])
         logger.info("resumed from %s (step %d)", checkpoint, self.state.step)
+
+    def _drop_log_after(self, step: int) -> None:
+        """Lines a stopped process logged after its last checkpoint (or before a first one) are
+        trained again: drop them so that log.jsonl reads as one run."""
+        dropped = self.log.drop_after(step)
+        if dropped:
+            logger.info(
+                "log.jsonl: dropped %d lines of steps after %d (trained again)", dropped, step
+            )
 
     def _warm_start(self, source: Path) -> None:
         if self.config.distributed == "fsdp":
