@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -50,6 +51,16 @@ def test_history_masking_hand_example() -> None:
     # The target is never masked, even when it is in the history (repeat click).
     r = rank_targets(users, items, np.array([2]), [np.array([2])])
     assert (r.greater[0], r.ties[0]) == (2, 0)
+
+
+def test_scores_stay_float32_under_bf16_autocast() -> None:
+    # Scores 256, 257 and 258 are one bf16 step apart at most (bf16 keeps 8 significant bits:
+    # 257 rounds to 256 or 258): under the Trainer's bf16 autocast a bf16 matmul would tie them.
+    users = np.array([[1.0]], dtype=np.float32)
+    items = np.array([[258.0], [257.0], [256.0]], dtype=np.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        r = rank_targets(users, items, np.array([1]))
+    assert (r.greater[0], r.ties[0]) == (1, 0)
 
 
 def test_nan_vectors_rejected() -> None:

@@ -75,8 +75,21 @@ def rank_targets(
 
     user_vectors (U, e), item_vectors (N, e), targets (U,) item indices. The target's score is
     read from the same matmul block that scores the other candidates, so identical item vectors
-    always tie exactly (a separately computed dot product could differ in the last bit).
+    always tie exactly (a separately computed dot product could differ in the last bit). Scores
+    are float32 even under a caller's bf16 autocast (the Trainer validates inside it), where
+    bf16 scores would tie items that float32 tells apart.
     """
+    with torch.autocast("cpu", enabled=False):
+        return _rank_targets(user_vectors, item_vectors, targets, exclude, max_block)
+
+
+def _rank_targets(
+    user_vectors: np.ndarray,
+    item_vectors: np.ndarray,
+    targets: np.ndarray,
+    exclude: Sequence[np.ndarray] | None,
+    max_block: int,
+) -> TargetRanks:
     user_vectors = np.ascontiguousarray(user_vectors, dtype=np.float32)
     item_vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
     targets = np.asarray(targets, dtype=np.int64)
