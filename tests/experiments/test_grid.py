@@ -260,3 +260,19 @@ def test_a_run_starts_from_its_source_cell_once_that_one_finished(tmp_path: Path
 
     recorded = open_run(grid.run_dir(warm, 0)).info.train_seconds
     assert recorded is not None and recorded > 0 and again[2].train_seconds == recorded
+
+
+def test_a_moved_cell_is_reported_under_the_row_it_sits_in(tmp_path: Path) -> None:
+    # A finished cell kept under a new row name (its directory moved) must not be pooled with
+    # the row it was trained as: the report names it after the row it now sits under.
+    data = _dataset(tmp_path / "data")
+    grid_file = tmp_path / "grid.yaml"
+    head = f"name: moved\ndata: {data}\noutput_dir: {tmp_path / 'out'}\nbootstrap: 10\n"
+    grid_file.write_text(head + "runs:\n  - {name: a, kind: popularity}\n")
+    runner.run_grid(load_config(GridConfig, grid_file), progress=False)
+    (tmp_path / "out" / "a").rename(tmp_path / "out" / "a-old")
+    grid_file.write_text(head + "runs:\n  - {name: a-old, kind: popularity}\n")
+    results = runner.run_grid(load_config(GridConfig, grid_file), progress=False, train=False)
+    assert [r.name for r in results] == ["a-old"]
+    stored = json.loads((tmp_path / "out" / "a-old" / "seed0" / "result.json").read_text())
+    assert stored["name"] == "a-old"  # written back

@@ -137,7 +137,9 @@ def run_grid(grid: GridConfig, progress: bool = True, train: bool = True) -> lis
                     seed,
                     done,
                 )
-                results.append(_load_finished(grid, done, partial(_open, datasets, data), progress))
+                results.append(
+                    _load_finished(grid, spec, done, partial(_open, datasets, data), progress)
+                )
                 continue
             source = _unfinished_source(grid, spec, seed)
             if source is not None:
@@ -175,11 +177,23 @@ def _unfinished_source(grid: GridConfig, spec: RunSpec, seed: int) -> str | None
 
 
 def _load_finished(
-    grid: GridConfig, done: Path, dataset_of: Callable[[], PreparedDataset], progress: bool
+    grid: GridConfig,
+    spec: RunSpec,
+    done: Path,
+    dataset_of: Callable[[], PreparedDataset],
+    progress: bool,
 ) -> RunResult:
-    """A finished cell's result, brought up to date (and written back) if an older karma wrote it."""
+    """A finished cell's result, brought up to date (and written back) if an older karma wrote it.
+
+    The result takes the name of the grid row it sits under: a cell directory moved to another
+    row (e.g. kept under a new name when its row changed) is reported as that row, not pooled
+    with the row it was trained as."""
     result = RunResult.from_dict(json.loads(done.read_text(encoding="utf-8")))
-    if _bring_up_to_date(grid, result, dataset_of, done.parent, progress):
+    changed = _bring_up_to_date(grid, result, dataset_of, done.parent, progress)
+    if result.name != spec.name:
+        logger.warning("%s: trained as %r, reported as %r", done, result.name, spec.name)
+        result.name, changed = spec.name, True
+    if changed:
         _write_result(result, done)
     return result
 
