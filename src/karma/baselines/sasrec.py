@@ -92,9 +92,9 @@ class SASRecConfig:
     """`auto` (cuda if available), `cpu` or `cuda`."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """Training arithmetic: `fp32`, or `bf16` (mixed precision: bf16 autocast over the transformer
-    and bf16 operands for the full-softmax matmuls, the softmax and its sums in fp32). Several
-    times faster on a GPU or a CPU with AVX512-BF16 / AMX, slower on one without; evaluation and
-    serving stay fp32."""
+    and bf16 operands for the full-softmax matmuls, the softmax and its sums in fp32): ~1.9x an
+    ml-1m epoch on a CPU with AVX512-BF16 (docs/benchmarks.md), slower on one without; evaluation
+    and serving stay fp32."""
 
     def __post_init__(self) -> None:
         for name in ("hidden", "num_blocks", "num_heads", "max_len", "batch_size", "epochs"):
