@@ -3,14 +3,15 @@
     python benchmarks/karma_train_step.py [CONFIG] [key=value ...] --steps 8 --threads 2
     python benchmarks/karma_train_step.py [CONFIG] --precision fp32 bf16   # side by side
 
-
 Times `loss_step + backward + AdamW step` over real batches (after one warm-up step) and reports
 real (non-padding) tokens/s, sequences (users)/s and targets/s: means, and the median step (the
-figure least disturbed by other jobs on a shared machine). `--precision fp32 bf16` times each
-precision on the same batches from the same initial weights, alternating step by step (what
-`train.precision: bf16` does: bf16 autocast around the loss and its backward). With --lm-head it also times the
-same sequences through the causal LM with its vocabulary head (what a generation loss would pay).
+figure least disturbed by other jobs on a shared machine). With --lm-head it also times the same
+sequences through the causal LM with its vocabulary head (what a generation loss would pay).
 Writes benchmarks/results/karma_train_step.json with the commit, machine and date.
+
+`--precision fp32 bf16` instead times each precision on the same batches from the same initial
+weights, alternating step by step (bf16 = what `train.precision: bf16` does: bf16 autocast around
+the loss and its backward), into benchmarks/results/karma_train_step_precision.json.
 """
 
 from __future__ import annotations

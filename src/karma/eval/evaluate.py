@@ -41,9 +41,9 @@ from karma.eval.retriever import Retriever
 
 HEADLINE_METRICS = ("hr@10", "ndcg@10", "hr@50", "mrr")
 LONG_TAIL_FRACTION = 0.8
+"""Default share of items (the least clicked in training) that make the long tail."""
 SHORT_HISTORY = 5
 """A `short_history` user has at most this many history items."""
-"""Default share of items (the least clicked in training) that make the long tail."""
 
 
 @dataclass

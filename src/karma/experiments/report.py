@@ -36,6 +36,18 @@ PAIRED_METRICS = ("hr@10", "hr@200")
 COLD_ONLY_METRICS = ("hr@10", "hr@50")
 TARGET_SEGMENTS = ("head", "long_tail", "new")
 HISTORY_SEGMENTS = ("short_history", "long_history")
+SEGMENT_TABLES = {  # segment names -> the table's title and how its users are split
+    TARGET_SEGMENTS: (
+        "By target segment: where the difference comes from",
+        "Users split by their target's training clicks: `head` = among the 20 % most-clicked "
+        "items, `long_tail` = the other clicked items, `new` = never clicked in training.",
+    ),
+    HISTORY_SEGMENTS: (
+        "By history length",
+        "Users split by the length of the history they are ranked from: `short_history` = at "
+        f"most {SHORT_HISTORY} items, `long_history` = more.",
+    ),
+}
 ADHERENCE = f"query_adherence@{ADHERENCE_K}"
 
 logger = logging.getLogger(__name__)
@@ -285,8 +297,9 @@ def segment_markdown(
 ) -> str:
     """Each run's paired Δ against its baseline within each segment of `names` (users pooled
     over seeds): the target segments (`target_segments`) or the history-length ones
-    (`history_segments`). Empty when no run has a baseline of its own to compare with, and a
-    history table also when every user falls in one segment (it would repeat the main table)."""
+    (`history_segments`), titled by `SEGMENT_TABLES`. Empty when no run has a baseline of its own
+    to compare with, and a history table also when every user falls in one segment (it would
+    repeat the main table)."""
     rows = [
         s
         for s in grid.runs
@@ -300,21 +313,10 @@ def segment_markdown(
     header = ["run", "baseline"]
     for name in used:
         header += [f"{name} users"] + [f"{name} Δ{m} [95% CI]" for m in PAIRED_METRICS]
-    if names == HISTORY_SEGMENTS:
-        title = "## By history length"
-        split_by = (
-            f"Users split by the length of the history they are ranked from: `short_history` = "
-            f"at most {SHORT_HISTORY} items, `long_history` = more."
-        )
-    else:
-        title = "## By target segment: where the difference comes from"
-        split_by = (
-            "Users split by their target's training clicks: `head` = among the 20 % most-clicked "
-            "items, `long_tail` = the other clicked items, `new` = never clicked in training."
-        )
+    title, split_by = SEGMENT_TABLES[names]
     lines = [
         "",
-        title,
+        f"## {title}",
         "",
         f"{split_by} Δ is paired per user against the run's baseline over the full catalog, "
         "pooled over seeds (users counted once per seed). A breakdown, not a pre-registered "
@@ -669,7 +671,7 @@ def _segments_of(grid: GridConfig, names: set[str]) -> dict[Path, Segments]:
                 **history_segments(dataset, grid.split),
             }
         except KarmaError as error:
-            logger.warning("no target segments for %s: %s", data, error)
+            logger.warning("no user segments for %s: %s", data, error)
     return out
 
 

@@ -78,20 +78,20 @@ class _FullSoftmaxCrossEntropy(torch.autograd.Function):
                 torch.promote_types(hidden.dtype, items.dtype), torch.float32
             )
             low = matmul_dtype is not None and matmul_dtype != dtype  # mixed-precision matmuls
-            h_all = hidden.detach().to(dtype)  # (M, D)
+            h_all = hidden.detach().to(matmul_dtype if low else dtype)  # (M, D) matmul operand
             e = items.detach().to(dtype)  # (N, D)
-            h_mm = hidden.detach().to(matmul_dtype) if low else h_all  # (M, D) matmul operand
             e_mm = e.to(matmul_dtype) if low else e  # (N, D) matmul operand
             need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-            grad_hidden = torch.empty_like(h_all) if need_grad else None  # (M, D)
+            grad_hidden = (  # (M, D)
+                torch.empty(hidden.shape, dtype=dtype, device=hidden.device) if need_grad else None
+            )
             grad_items = torch.zeros_like(e) if need_grad else None  # (N, D)
             total = torch.zeros((), dtype=torch.float64, device=h_all.device)
             rows = h_all.shape[0]
             for start in range(0, rows, chunk_rows):
                 h = h_all[start : start + chunk_rows]  # (C, D)
                 y = targets[start : start + chunk_rows]  # (C,)
-                # (C, N) logits: bf16 straight from a mixed-precision matmul, else float32
-                logits = h_mm[start : start + chunk_rows] @ e_mm.T if low else h @ e.T
+                logits = h @ e_mm.T  # (C, N): bf16 from a mixed-precision matmul, else float32
                 if excluded is not None:
                     logits.masked_fill_(excluded, float("-inf"))
                 target_logit = logits.gather(1, y[:, None]).to(dtype)  # (C, 1)
@@ -108,7 +108,7 @@ class _FullSoftmaxCrossEntropy(torch.autograd.Function):
                 if low:  # bf16 operands, the products added into the float32 gradients
                     g = logits.to(matmul_dtype)  # (C, N)
                     grad_hidden[start : start + chunk_rows] = g @ e_mm  # (C, D)
-                    grad_items += g.T @ h_mm[start : start + chunk_rows]  # (N, D)
+                    grad_items += g.T @ h  # (N, D)
                     continue
                 torch.mm(logits, e, out=grad_hidden[start : start + chunk_rows])  # (C, D)
                 torch.addmm(grad_items, logits.T, h, out=grad_items)  # (N, D); FLOP counters see it
