@@ -8,7 +8,7 @@ Times, side by side and interleaved (the CPU is shared, so the two paths see the
   window right-padded to the batch's longest, the transformer over all (B, T) slots, the (M, N)
   logits written out and `F.cross_entropy` over them; validation in dataset order.
 - `fast`: `SASRecTask` as it is now (windows packed into rows, fused chunked full-softmax loss,
-  blocks written out with `rand_like` dropout; validation in history-length order through
+  blocks written out with a 16-bit-mask dropout; validation in history-length order through
   causal `scaled_dot_product_attention`).
 - `fast-bf16`: the same with `precision: bf16` (what training with it runs: bf16 autocast over
   the transformer, bf16 operands for the full-softmax matmuls, softmax and sums in fp32).

@@ -353,3 +353,38 @@ def test_user_vectors_match_reference_in_any_order(successor_dataset: PreparedDa
     np.testing.assert_allclose(
         SASRecRetriever(task.model, batch_size=7).user_vectors(examples), expected, atol=1e-5
     )
+
+
+def test_dropout_rate_and_scale_by_hand() -> None:
+    """p = 0.2 drops k = round(0.2 · 2^16) = 13,107 of every 2^16 bit patterns and scales the rest
+    by 2^16 / 52,429, so the output's expectation is x exactly; every 16-bit lane of the int64
+    draws drops at that rate (a draw without its sign bit would keep one lane in four)."""
+    from karma.baselines.sasrec import dropout
+
+    x = torch.full((4, 1000, 1000), 3.0)
+    assert dropout(x, 0.2, training=False) is x
+    assert dropout(x, 0.0, training=True) is x
+    torch.manual_seed(0)
+    out = dropout(x, 0.2, training=True)
+    scale = 65536 / 52429
+    assert torch.equal(out.unique(), torch.tensor([0.0, 3.0 * scale]))
+    dropped = out.eq(0).flatten().double()
+    rate, sigma = 13107 / 65536, (0.2 * 0.8 / dropped.numel() * 4) ** 0.5  # per lane
+    for lane in range(4):
+        assert abs(dropped[lane::4].mean().item() - rate) < 5 * sigma
+    assert abs(out.double().mean().item() - 3.0) < 5 * 3.0 * scale * sigma / 2
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x, 0.2, training=True), out)  # seeded: reproducible
+
+
+def test_dropout_keeps_dtype_and_gradient_is_the_mask() -> None:
+    from karma.baselines.sasrec import dropout
+
+    x = torch.randn(3, 7, 5, dtype=torch.bfloat16, requires_grad=True)  # 105: not a multiple of 4
+    out = dropout(x, 0.5, training=True)
+    assert out.dtype == torch.bfloat16 and out.shape == x.shape
+    out.sum().backward()
+    assert x.grad is not None
+    kept = out != 0
+    assert torch.equal(x.grad[kept], torch.full_like(x.grad[kept], 2.0))
+    assert torch.equal(x.grad[~kept], torch.zeros_like(x.grad[~kept]))
