@@ -119,6 +119,7 @@ def test_segments_and_ci(dataset: PreparedDataset) -> None:
         PopularityRetriever.from_dataset(dataset), dataset, bootstrap=0, short_history=0
     )
     assert json.loads(empty.to_json())["segments"]["short_history"]["hr@10"] is None
+    assert "| short_history | 0 | – | – | – |" in empty.to_markdown()  # not "nan"
 
 
 def test_keep_history_changes_ranks(dataset: PreparedDataset) -> None:

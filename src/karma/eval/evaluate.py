@@ -117,7 +117,10 @@ class EvalResult:
             lines += ["", "| segment | users | " + " | ".join(seg_names) + " |"]
             lines.append("|---|---|" + "---|" * len(seg_names))
             for seg, values in self.segments.items():
-                cells = " | ".join(f"{values.get(m, float('nan')):.4f}" for m in seg_names)
+                cells = " | ".join(  # an empty segment (no user in it) has no value: "–"
+                    f"{values[m]:.4f}" if values["users"] and m in values else "–"
+                    for m in seg_names
+                )
                 lines.append(f"| {seg} | {int(values['users'])} | {cells} |")
         if self.cold_items:
             lines += ["", cold_segments_markdown(self.cold_items).rstrip("\n")]
