@@ -69,12 +69,7 @@ def main() -> None:
         "users": len(examples),
     }
     per_user = {"hr@10": hit_rate(ranks, 10), "ndcg@10": ndcg(ranks, 10)}
-    cis = bootstrap_ci(per_user, args.bootstrap, seed=0)
-    for name, values in per_user.items():
-        low, high = cis[name]
-        result[name] = float(values.mean())
-        result[f"{name}_ci95"] = [low, high]
-        print(f"{name}: {values.mean():.4f} [{low:.4f}, {high:.4f}]")
+    record(result, per_user, args.bootstrap, "")
     own_examples = own.examples(args.split)
     if list(own_examples.user_ids) == list(examples.user_ids):  # same users: a paired reading
         own_ranks = rank_targets(
@@ -87,13 +82,20 @@ def main() -> None:
         print(f"targets differing from the run's own preparation: {result['targets_differing']}")
         own_per_user = {"hr@10": hit_rate(own_ranks, 10), "ndcg@10": ndcg(own_ranks, 10)}
         deltas = {f"delta_{n}": per_user[n] - own_per_user[n] for n in per_user}
-        delta_cis = bootstrap_ci(deltas, args.bootstrap, seed=0)
-        for name, values in deltas.items():
-            low, high = delta_cis[name]
-            result[name] = float(values.mean())
-            result[f"{name}_ci95"] = [low, high]
-            print(f"{name} vs own preparation: {values.mean():+.4f} [{low:+.4f}, {high:+.4f}]")
+        record(result, deltas, args.bootstrap, " vs own preparation")
     print(f"wrote {write_result(args.name, result)}")
+
+
+def record(
+    result: dict[str, object], per_user: dict[str, np.ndarray], bootstrap: int, label: str
+) -> None:
+    """Each per-user array's mean and bootstrap 95 % CI into `result`, and printed."""
+    cis = bootstrap_ci(per_user, bootstrap, seed=0)
+    for name, values in per_user.items():
+        low, high = cis[name]
+        result[name] = float(values.mean())
+        result[f"{name}_ci95"] = [low, high]
+        print(f"{name}{label}: {values.mean():+.4f} [{low:+.4f}, {high:+.4f}]")
 
 
 if __name__ == "__main__":
