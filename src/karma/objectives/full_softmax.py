@@ -102,16 +102,15 @@ class _FullSoftmaxCrossEntropy(torch.autograd.Function):
                 total += (norm.log() + peak - target_logit).sum(dtype=torch.float64)
                 if grad_hidden is None or grad_items is None:
                     continue
-                # softmax - onehot, averaged over all M rows: the gradient wrt the logits.
+                # softmax - onehot, averaged over all M rows: the gradient wrt the logits, as
+                # (exp - norm·onehot) · 1/(norm·M) in place (a multiply is cheaper than a divide)
+                logits.scatter_add_(1, y[:, None], -norm)
+                logits.mul_(1.0 / (norm * rows))
                 if low:  # bf16 operands, the products added into the float32 gradients
-                    # (exp - norm·onehot) · 1/(norm·M): a multiply is cheaper than a divide
-                    logits.scatter_add_(1, y[:, None], -norm)
-                    g = logits.mul_(1.0 / (norm * rows)).to(matmul_dtype)  # (C, N)
+                    g = logits.to(matmul_dtype)  # (C, N)
                     grad_hidden[start : start + chunk_rows] = g @ e_mm  # (C, D)
                     grad_items += g.T @ h  # (N, D)
                     continue
-                logits.div_(norm * rows)
-                logits.scatter_add_(1, y[:, None], torch.full_like(target_logit, -1.0 / rows))
                 torch.mm(logits, e, out=grad_hidden[start : start + chunk_rows])  # (C, D)
                 torch.addmm(grad_items, logits.T, h, out=grad_items)  # (N, D); FLOP counters see it
         if grad_hidden is not None and grad_items is not None:
