@@ -126,6 +126,16 @@ def test_grid_runs_reports_and_skips_finished_cells(
     assert updated[3].diagnostics == results[3].diagnostics
     assert json.loads(done.read_text())["diagnostics_version"] == runner.DIAGNOSTICS_VERSION
 
+    # a result evaluated before the exposure metrics existed gets them, by evaluation only
+    done = grid.run_dir(grid.runs[1], 0) / runner.RESULT_FILE
+    old = json.loads(done.read_text())
+    for name in ("tail_share@10", "coverage@10"):
+        del old["metrics"][name]
+    done.write_text(json.dumps(old))
+    updated = runner.run_grid(grid, progress=False)
+    assert updated[1].metrics == results[1].metrics
+    assert "coverage@10" in json.loads(done.read_text())["metrics"]
+
 
 def test_grid_validation_names_the_field(tmp_path: Path) -> None:
     path = tmp_path / "grid.yaml"

@@ -115,3 +115,28 @@ def test_history_table_is_left_out_when_every_user_is_in_one_segment(tmp_path: P
     assert segments[grid.data]["long_history"] == set()
     a, b = _result("a", [0, 20, 0, 300]), _result("b", [0, 0, 50, 300])
     assert segment_markdown(grid, {"a": [a], "b": [b]}, segments, HISTORY_SEGMENTS) == ""
+
+
+def test_exposure_columns_need_every_seed(tmp_path: Path) -> None:
+    grid = _grid(tmp_path)
+    ranks = _result("a", [0, 0, 0, 0]).ranks
+    a = [
+        RunResult("a", s, {"hr@10": 0.0, "tail_share@10": v}, list(USERS), ranks)
+        for s, v in ((0, 0.25), (1, 0.75))
+    ]
+    b = [
+        RunResult("b", 0, {"hr@10": 0.0, "tail_share@10": 0.5}, list(USERS), ranks),
+        RunResult("b", 1, {"hr@10": 0.0}, list(USERS), ranks),
+    ]  # evaluated before they existed
+    table = results_markdown(grid, a + b)
+    header = next(line for line in table.splitlines() if line.startswith("| run"))
+    assert "tail_share@10" in header and "coverage@10" not in header  # no run has coverage
+    column = header.split(" | ").index("tail_share@10")
+    cells = {
+        line.split(" | ")[0]: line.split(" | ")[column]
+        for line in table.splitlines()
+        if line.startswith(("| a ", "| b "))
+    }
+    assert cells == {"| a": "0.500 ± 0.354", "| b": "–"}  # b: one seed of two has it
+    plain = results_markdown(grid, [_result("a", [0, 0, 0, 0]), _result("b", [0, 0, 0, 0])])
+    assert "tail_share" not in next(x for x in plain.splitlines() if x.startswith("| run"))

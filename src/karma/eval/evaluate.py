@@ -11,6 +11,8 @@ What is reported (`EvalResult`):
   `short_history` users (at most `short_history` history items);
 - ranking-stage `auc` (pooled over all users' positive/negative pairs) and `gauc` (mean of each
   user's AUC) of the target against `num_negatives` uniformly sampled non-history items per user.
+- `tail_share@10` (with a CI) and `coverage@10` (`karma.eval.exposure`): how much of each top 10
+  is long-tail, and how much of the catalog any top 10 shows;
 - where the examples have queries, `query_adherence@10` (`karma.eval.adherence`): the share of
   each user's top 10 whose categories contain a query word, for any retriever, so a model that
   reads the query and a query-blind one are measured alike.
@@ -35,6 +37,7 @@ from karma.data.dataset import Examples, PreparedDataset, Split
 from karma.eval.adherence import ADHERENCE_K, query_adherence
 from karma.eval.bootstrap import bootstrap_ci
 from karma.eval.cold import cold_item_segments, cold_segments_markdown
+from karma.eval.exposure import EXPOSURE_K, coverage, tail_share_per_user
 from karma.eval.metrics import DEFAULT_KS, TargetRanks, per_user_metrics
 from karma.eval.ranking import rank_targets, top_k_items
 from karma.eval.retriever import Retriever
@@ -139,6 +142,7 @@ def _nan_to_none(value: Any) -> Any:
 
 def _table_metrics() -> set[str]:
     names = {f"{m}@{k}" for m in ("hr", "ndcg") for k in DEFAULT_KS} | {"mrr", "auc", "gauc"}
+    names |= {f"tail_share@{EXPOSURE_K}", f"coverage@{EXPOSURE_K}"}
     return names | {f"query_adherence@{ADHERENCE_K}"}  # present only where there are queries
 
 
@@ -277,18 +281,27 @@ def evaluate(
     auc, user_auc = sampled_auc(users, items, examples.targets, negatives)
     metrics["auc"] = auc
     metrics["gauc"] = float(np.nanmean(user_auc)) if len(user_auc) else float("nan")
+    counts = dataset.train_item_counts()
+    exclude = examples.histories if mask_history else None
+    top_k = min(max(EXPOSURE_K, ADHERENCE_K), len(items))
+    top, _ = top_k_items(users, items, k=top_k, exclude=exclude)  # (U, K) best first
+    tail_share = tail_share_per_user(
+        top[:, :EXPOSURE_K], long_tail_items(counts, long_tail_fraction)
+    )
+    metrics[f"tail_share@{EXPOSURE_K}"] = (
+        float(tail_share.mean()) if len(tail_share) else float("nan")
+    )
+    metrics[f"coverage@{EXPOSURE_K}"] = coverage(top[:, :EXPOSURE_K], len(items))
     if any(examples.queries):
-        exclude = examples.histories if mask_history else None
-        top, _ = top_k_items(users, items, k=min(ADHERENCE_K, len(items)), exclude=exclude)
-        adherence = query_adherence(top, examples.queries, dataset.categories)
+        adherence = query_adherence(top[:, :ADHERENCE_K], examples.queries, dataset.categories)
         metrics[f"query_adherence@{ADHERENCE_K}"] = adherence
     ci_inputs = {n: per_user[n] for n in per_user if n in _table_metrics()}
+    ci_inputs[f"tail_share@{EXPOSURE_K}"] = tail_share
     if len(user_auc) and not np.isnan(user_auc).any():
         ci_inputs["gauc"] = user_auc
     ci = bootstrap_ci(ci_inputs, bootstrap, seed)
     segment_metrics: dict[str, dict[str, float]] = {}
     if segments:
-        counts = dataset.train_item_counts()
         masks = _segment_masks(examples, counts, long_tail_fraction, short_history)
         for seg, mask in masks.items():
             segment_metrics[seg] = {"users": float(mask.sum())}

@@ -17,6 +17,7 @@ from karma.errors import KarmaError
 from karma.eval.adherence import ADHERENCE_K
 from karma.eval.evaluate import LONG_TAIL_FRACTION, SHORT_HISTORY, long_tail_items
 from karma.eval.experiment import paired_bootstrap, per_user_differences
+from karma.eval.exposure import EXPOSURE_K, EXPOSURE_METRICS
 from karma.eval.metrics import DEFAULT_KS, TargetRanks, per_user_metrics
 from karma.experiments.grid import GridConfig, RunSpec
 from karma.experiments.runner import RunResult, grid_tasks
@@ -135,7 +136,10 @@ def results_markdown(
         "category micro-F1 and macro AUC (chance 0.5), the title probe's AUC (is a held-out title "
         "likelier under its own user's vector than under other users'? chance 0.5), and the "
         "centered text-feature cosine (chance 0) and retrieval AUC (chance 0.5) of the user "
-        "vectors on held-out users. Steps: optimizer steps trained (item-text warm-up + joint).",
+        "vectors on held-out users. Steps: optimizer steps trained (item-text warm-up + joint). "
+        f"tail_share@{EXPOSURE_K} and coverage@{EXPOSURE_K} (where every seed of a run has them): the "
+        f"share of each user's top {EXPOSURE_K} that is long-tail (outside the 20 % most-clicked "
+        f"items) and the share of the catalog found in any user's top {EXPOSURE_K}.",
     ]
     if rec:
         note = training_note(grid, by_run, rec)
@@ -159,7 +163,11 @@ def _run_table(
 ) -> list[str]:
     """One row per run of `specs`: metrics, paired Δ against its baseline, diagnostics, steps."""
     per_run = adherence or any(s.baseline is not None or s.data is not None for s in specs)
-    header = ["run", "data", "baseline", *TABLE_METRICS] if per_run else ["run", *TABLE_METRICS]
+    shown = [  # after TABLE_METRICS, where a run has them
+        m for m in EXPOSURE_METRICS if any(m in r.metrics for s in specs for r in by_run[s.name])
+    ]
+    metrics = [*TABLE_METRICS, *shown]
+    header = ["run", "data", "baseline", *metrics] if per_run else ["run", *metrics]
     if adherence:
         header.append(f"query adherence@{ADHERENCE_K}")
     against = "its baseline" if per_run else grid.baseline_name
@@ -173,6 +181,9 @@ def _run_table(
         cells = [spec.name, f"`{grid.data_of(spec)}`", base_name] if per_run else [spec.name]
         for m in TABLE_METRICS:
             cells.append(_mean_std([r.metrics.get(m) for r in runs]))
+        for m in shown:  # over all seeds or not at all: a mean over some seeds would mislead
+            every = all(m in r.metrics for r in runs)
+            cells.append(_mean_std([r.metrics[m] for r in runs], digits=3) if every else "–")
         if adherence:
             cells.append(_mean_std([r.metrics.get(ADHERENCE) for r in runs], digits=3))
         for m in PAIRED_METRICS:

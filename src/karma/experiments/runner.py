@@ -25,6 +25,7 @@ from karma.diagnostics.commands import LoadedRun, diagnose_run, sample_examples,
 from karma.errors import ConfigError, KarmaError
 from karma.eval.cold import flat_cold_metrics
 from karma.eval.evaluate import EvalResult, evaluate
+from karma.eval.exposure import EXPOSURE_METRICS
 from karma.eval.metrics import TargetRanks
 from karma.eval.retriever import Retriever
 from karma.experiments.grid import RESULT_FILE, GridConfig, RunSpec
@@ -220,20 +221,27 @@ def _bring_up_to_date(
 ) -> bool:
     """Fill in what a result finished by an older karma lacks, from its saved model (loaded once,
     never retrained): cold-only ranks on a new-item split, so the report's paired new-item Δ
-    covers every seed, and diagnostics of the current version. True when `result` changed."""
+    covers every seed, the exposure metrics (`karma.eval.exposure`), and diagnostics of the
+    current version. True when `result` changed."""
     stale_cold = result.cold_only_ranks is None and len(dataset_of().cold_items) > 0
+    stale_exposure = any(m not in result.metrics for m in EXPOSURE_METRICS)
     stale_diagnostics = grid.diagnostics and result.diagnostics_version < DIAGNOSTICS_VERSION
-    if not (stale_cold or stale_diagnostics):
+    if not (stale_cold or stale_exposure or stale_diagnostics):
         return False
     dataset = dataset_of()
-    retriever = load_retriever(run_dir, dataset.root, _bar(progress))  # once for both
-    if stale_cold:
+    retriever = load_retriever(run_dir, dataset.root, _bar(progress))  # once for all
+    if stale_cold or stale_exposure:
         logger.info(
-            "%s seed %d: adding its cold-only ranks (evaluation only)", result.name, result.seed
+            "%s seed %d: adding its %s (evaluation only)",
+            result.name,
+            result.seed,
+            " and ".join(["cold-only ranks"] * stale_cold + ["exposure metrics"] * stale_exposure),
         )
         evaluated = evaluate(retriever, dataset, grid.split, bootstrap=0, seed=result.seed)
-        result.cold_only_user_ids = evaluated.cold_only_user_ids
-        result.cold_only_ranks = evaluated.cold_only_ranks
+        if stale_cold:
+            result.cold_only_user_ids = evaluated.cold_only_user_ids
+            result.cold_only_ranks = evaluated.cold_only_ranks
+        result.metrics.update({m: evaluated.metrics[m] for m in EXPOSURE_METRICS})
     if stale_diagnostics:
         logger.info(
             "%s seed %d: diagnostics of version %d, diagnosing again (no training)",
