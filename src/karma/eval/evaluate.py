@@ -283,15 +283,15 @@ def evaluate(
     metrics["gauc"] = float(np.nanmean(user_auc)) if len(user_auc) else float("nan")
     counts = dataset.train_item_counts()
     exclude = examples.histories if mask_history else None
+    # One top-K pass serves the exposure metrics and query adherence.
     top_k = min(max(EXPOSURE_K, ADHERENCE_K), len(items))
     top, _ = top_k_items(users, items, k=top_k, exclude=exclude)  # (U, K) best first
-    tail_share = tail_share_per_user(
-        top[:, :EXPOSURE_K], long_tail_items(counts, long_tail_fraction)
-    )
+    shown = top[:, :EXPOSURE_K]
+    tail_share = tail_share_per_user(shown, long_tail_items(counts, long_tail_fraction))
     metrics[f"tail_share@{EXPOSURE_K}"] = (
         float(tail_share.mean()) if len(tail_share) else float("nan")
     )
-    metrics[f"coverage@{EXPOSURE_K}"] = coverage(top[:, :EXPOSURE_K], len(items))
+    metrics[f"coverage@{EXPOSURE_K}"] = coverage(shown, len(items))
     if any(examples.queries):
         adherence = query_adherence(top[:, :ADHERENCE_K], examples.queries, dataset.categories)
         metrics[f"query_adherence@{ADHERENCE_K}"] = adherence

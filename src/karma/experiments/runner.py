@@ -231,11 +231,19 @@ def _bring_up_to_date(
     dataset = dataset_of()
     retriever = load_retriever(run_dir, dataset.root, _bar(progress))  # once for all
     if stale_cold or stale_exposure:
+        missing = [
+            what
+            for what, stale in (
+                ("cold-only ranks", stale_cold),
+                ("exposure metrics", stale_exposure),
+            )
+            if stale
+        ]
         logger.info(
             "%s seed %d: adding its %s (evaluation only)",
             result.name,
             result.seed,
-            " and ".join(["cold-only ranks"] * stale_cold + ["exposure metrics"] * stale_exposure),
+            " and ".join(missing),
         )
         evaluated = evaluate(retriever, dataset, grid.split, bootstrap=0, seed=result.seed)
         if stale_cold:
