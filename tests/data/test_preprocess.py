@@ -127,28 +127,50 @@ def test_sorted_by_user_then_time_for_many_users() -> None:
     assert (last["split"] == "test").all()
 
 
+@pytest.mark.parametrize("ties", ["file", "item", "reversed"])
 @settings(max_examples=40, deadline=None)
 @given(
-    st.lists(
+    rows=st.lists(
         st.tuples(st.sampled_from("uvw"), st.sampled_from("abcde"), st.integers(0, 4)),
         min_size=1,
         max_size=40,
     )
 )
-def test_order_and_split_match_a_slow_reference(rows: list[tuple[str, str, int]]) -> None:
+def test_order_and_split_match_a_slow_reference(
+    rows: list[tuple[str, str, int]], ties: str
+) -> None:
     """Vectorised de-dup / sort / leave-one-out against a plain-Python reference."""
     seen: set[tuple[str, str, int]] = set()
     unique = []
     for position, row in enumerate(rows):
         if row not in seen:
             seen.add(row)
-            unique.append((row[0], row[2], position, row[1]))
-    unique.sort()  # user, timestamp, then file position: the documented tie-break
+            tie = {"file": (position,), "item": (row[1], position), "reversed": (-position,)}
+            unique.append((row[0], row[2], *tie[ties], row[1]))
+    unique.sort()  # user, timestamp, then the documented tie-break
     expected = []
     for user in sorted({u for u, *_ in unique}):
         mine = [r for r in unique if r[0] == user]
         labels = ["train"] * max(len(mine) - 2, 0) + ["valid", "test"][-min(len(mine), 2) :]
-        expected += [(u, item, t, s) for (u, t, _, item), s in zip(mine, labels)]
-    _, inter, _ = prepare_tables(raw_from(rows), PrepareConfig(min_history=1, queries="none"))
+        expected += [(r[0], r[-1], r[1], s) for r, s in zip(mine, labels)]
+    config = PrepareConfig(min_history=1, queries="none", ties=ties)  # type: ignore[arg-type]
+    _, inter, _ = prepare_tables(raw_from(rows), config)
     got = list(zip(inter["user_id"], inter["item_id"], inter["timestamp"], inter["split"]))
     assert got == expected
+
+
+def test_ties_decide_the_held_out_clicks() -> None:
+    """Three clicks in one second: the tie order alone picks the valid and test targets."""
+    rows = [("u", "b", 5), ("u", "c", 5), ("u", "a", 5), ("u", "z", 1)]
+    targets = {}
+    for ties in ("file", "item", "reversed"):
+        config = PrepareConfig(min_history=1, queries="none", ties=ties)  # type: ignore[arg-type]
+        _, inter, _ = prepare_tables(raw_from(rows), config)
+        targets[ties] = list(inter["item_id"])
+    assert targets == {
+        "file": ["z", "b", "c", "a"],
+        "item": ["z", "a", "b", "c"],
+        "reversed": ["z", "a", "c", "b"],
+    }
+    with pytest.raises(ConfigError, match="ties"):
+        from_dict(PrepareConfig, {"ties": "random"})

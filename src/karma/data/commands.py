@@ -46,6 +46,9 @@ def register(subparsers: Any) -> None:
     prepare.add_argument("--test-fraction", type=float, help=docs["test_fraction"])
     prepare.add_argument("--valid-start", type=int, help=docs["valid_start"])
     prepare.add_argument("--test-start", type=int, help=docs["test_start"])
+    prepare.add_argument(
+        "--ties", choices=["file", "item", "reversed"], help=docs["ties"] + " Default file."
+    )
     prepare.add_argument("--min-history", type=int, help=docs["min_history"] + " Default 3.")
     prepare.add_argument("--k-core", type=int, help="k-core on both users and items")
     prepare.add_argument("--k-core-users", type=int, help=docs["k_core_users"])
@@ -93,6 +96,7 @@ def _prepare_config(args: argparse.Namespace) -> Any:
         "test_fraction": args.test_fraction,
         "valid_start": args.valid_start,
         "test_start": args.test_start,
+        "ties": args.ties,
         "min_history": args.min_history,
         "k_core_users": args.k_core_users if args.k_core_users is not None else args.k_core,
         "k_core_items": args.k_core_items if args.k_core_items is not None else args.k_core,

@@ -20,6 +20,10 @@ class PrepareConfig:
     """Time split: first validation timestamp (seconds); overrides the fractions."""
     test_start: int | None = None
     """Time split: first test timestamp (seconds); overrides the fractions."""
+    ties: Literal["file", "item", "reversed"] = "file"
+    """Order of one user's clicks with the same timestamp: as in the input file, by item id, or the
+    file's order reversed. A fixed order matters: on MovieLens-1m 42 % of the test targets share
+    their timestamp with the validation click, so the choice decides which click is the target."""
     min_history: int = 3
     """Users with fewer clicks are dropped (3 = one each for train, valid and test)."""
     k_core_users: int = 0
@@ -69,5 +73,7 @@ class PrepareConfig:
             raise ValueError(f"cold_items: must be in [0, 1), got {self.cold_items}")
         if self.cold_strata < 1:
             raise ValueError(f"cold_strata: must be >= 1, got {self.cold_strata}")
+        if self.ties not in ("file", "item", "reversed"):
+            raise ValueError(f"ties: {self.ties!r} is not file, item or reversed")
         if self.unknown_items not in ("error", "drop"):
             raise ValueError(f"unknown_items: {self.unknown_items!r} is not error or drop")

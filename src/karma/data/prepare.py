@@ -36,6 +36,12 @@ from karma.data.raw import RawData
 from karma.data.tables import sha256_of
 from karma.errors import DataError
 
+TIE_BREAKING = {
+    "file": "timestamp, then row order in the input file",
+    "item": "timestamp, then item id, then row order in the input file",
+    "reversed": "timestamp, then row order in the input file reversed",
+}
+
 log = logging.getLogger(__name__)
 
 
@@ -156,7 +162,7 @@ def build_manifest(
         "split": report.pop("split"),
         "queries": report.pop("queries"),
         "preprocessing": {**asdict(config), "removed": report["removed"]},
-        "tie_breaking": "timestamp, then row order in the input file",
+        "tie_breaking": TIE_BREAKING[config.ties],
         "karma_version": __version__,
         "text_attributes": list(raw.text_attributes),
         "features": {},

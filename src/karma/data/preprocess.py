@@ -7,7 +7,8 @@ The steps, in order (all vectorised with numpy / pandas):
 3. iterative filtering until nothing changes: users with fewer than
    `max(k_core_users, min_history)` clicks and items with fewer than `k_core_items` clicks go;
 4. ordering: users by id, then by timestamp; equal timestamps keep their order in the input file
-   (a stable sort on the file row), so the same file always gives the same sequences;
+   (a stable sort on the file row; `ties` can order them by item id, or by the file row
+   reversed), so the same file always gives the same sequences;
 5. split: leave-one-out (each user's last click = test, second-last = valid, the rest = train) or a
    global time split (cut points from click fractions, or given timestamps). An exposure takes the
    split of the next click of its user (the click it was shown with), `test` after the last click;
@@ -61,12 +62,17 @@ def filter_counts(
         rounds += 1
 
 
-def sort_interactions(inter: pd.DataFrame) -> pd.DataFrame:
-    """Order by user id, then timestamp, ties by file row (`_row`): a stable, total order."""
+def sort_interactions(inter: pd.DataFrame, ties: str = "file") -> pd.DataFrame:
+    """Order by user id, then timestamp, then `ties` (file row `_row`, item id, or the file row
+    reversed); the file row breaks any tie left, so the order is always total."""
     user_codes, _ = pd.factorize(inter["user_id"], sort=True)
-    order = np.lexsort(
-        (inter["_row"].to_numpy(), inter["timestamp"].to_numpy(), user_codes)
-    )  # last key is primary
+    row = inter["_row"].to_numpy()
+    keys = [row, inter["timestamp"].to_numpy(), user_codes]  # last key is primary
+    if ties == "item":
+        keys.insert(1, pd.factorize(inter["item_id"], sort=True)[0])
+    elif ties == "reversed":
+        keys[0] = -row
+    order = np.lexsort(tuple(keys))
     return inter.iloc[order].reset_index(drop=True)
 
 
@@ -117,7 +123,7 @@ def prepare_tables(
             f"{config.min_history}, k-core {config.k_core_users}/{config.k_core_items}); "
             "lower the thresholds"
         )
-    inter = sort_interactions(inter)
+    inter = sort_interactions(inter, config.ties)
     split, protocol = assign_splits(inter, config)
     inter["split"] = as_object_column(split)
 
