@@ -48,6 +48,21 @@ def test_compare_runs_reports_the_paired_difference(tmp_path: Path) -> None:
         assert -1.0 <= low <= mean <= high <= 1.0 and low < high
 
 
+def test_compare_pairs_tail_share_and_marks_coverage_as_not_per_user(tmp_path: Path) -> None:
+    ds = PreparedDataset(write_leave_one_out(tmp_path / "ds", SEQUENCES, NUM_ITEMS))
+    a = popularity_run(tmp_path / "a", np.arange(NUM_ITEMS, 0, -1), ds.root)
+    b = popularity_run(tmp_path / "b", np.arange(1, NUM_ITEMS + 1), ds.root)
+    table = compare_runs([a, b], ds, metrics=("tail_share@10", "coverage@10"), bootstrap=200)
+    cells_a, cells_b = (
+        [c.strip() for c in line.split("|")[2:-1]] for line in table.splitlines()[2:]
+    )
+    share_a, share_b = float(cells_a[0]), float(cells_b[0])
+    # The same users on both sides: the paired mean difference is the difference of the means.
+    assert float(cells_b[2].split()[0]) == pytest.approx(share_b - share_a)
+    assert "[" in cells_b[2]
+    assert cells_b[3] == f"{float(cells_b[1]) - float(cells_a[1]):+.4f} (not per user)"
+
+
 def test_run_labels_are_the_shortest_tails_that_tell_runs_apart() -> None:
     assert run_labels(["runs/a", "runs/b"]) == ["a", "b"]
     assert run_labels(["g/a/seed0", "g/b/seed0"]) == ["a/seed0", "b/seed0"]

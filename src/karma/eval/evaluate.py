@@ -68,6 +68,9 @@ class EvalResult:
     cold_only_user_ids: list[str] = field(default_factory=list)
     cold_only_ranks: TargetRanks | None = None
     """Ranks of the cold-target users among the cold items alone (None without cold items)."""
+    per_user_values: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per-user values, in `user_ids` order, of the metrics not computed from ranks
+    (`tail_share@10`, `gauc` when every user has one): what pairs them between two results."""
 
     def to_dict(self, with_ranks: bool = False) -> dict[str, Any]:
         """Plain JSON-able data; per-user ranks only when asked (they are large)."""
@@ -338,5 +341,6 @@ def evaluate(
         },
         cold_items=cold.segments if cold else {},
         cold_only_user_ids=cold.cold_only_user_ids if cold else [],
+        per_user_values={k: v for k, v in ci_inputs.items() if k not in per_user},
         cold_only_ranks=cold.cold_only_ranks if cold else None,
     )

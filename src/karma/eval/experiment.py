@@ -15,7 +15,7 @@ import numpy as np
 
 from karma.eval.bootstrap import bootstrap_ci
 from karma.eval.evaluate import EvalResult
-from karma.eval.metrics import TargetRanks, per_user_metrics
+from karma.eval.metrics import TargetRanks, is_ranking_metric, per_user_metrics
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,17 @@ class PairedDifference:
     users: int
 
 
+def matched_users(
+    baseline_users: Sequence[str], candidate_users: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(baseline positions, candidate positions) of the users both name, in candidate order."""
+    position = {user: i for i, user in enumerate(baseline_users)}
+    common = [(position[u], j) for j, u in enumerate(candidate_users) if u in position]
+    a_index = np.array([i for i, _ in common], dtype=np.int64)
+    b_index = np.array([j for _, j in common], dtype=np.int64)
+    return a_index, b_index
+
+
 def per_user_differences(
     baseline_users: Sequence[str],
     baseline_ranks: TargetRanks,
@@ -36,14 +47,20 @@ def per_user_differences(
     metric: str,
 ) -> np.ndarray:
     """metric(candidate) - metric(baseline) per user both were evaluated on (matched by id)."""
-    position = {user: i for i, user in enumerate(baseline_users)}
-    common = [(position[u], j) for j, u in enumerate(candidate_users) if u in position]
-    a_index = np.array([i for i, _ in common], dtype=np.int64)
-    b_index = np.array([j for _, j in common], dtype=np.int64)
+    a_index, b_index = matched_users(baseline_users, candidate_users)
     ks = sorted({int(metric.split("@")[1])} if "@" in metric else {10})
     a_values = per_user_metrics(baseline_ranks.subset(a_index), ks)[metric]
     b_values = per_user_metrics(candidate_ranks.subset(b_index), ks)[metric]
     return b_values - a_values
+
+
+def can_pair(baseline: EvalResult, candidate: EvalResult, metric: str) -> bool:
+    """Whether both results hold `metric` per user: a ranking metric (from their ranks) or one of
+    their `per_user_values` (`tail_share@10`, `gauc`). Catalog-level figures (`coverage@10`,
+    `auc`, `query_adherence@10`) have one value per run and no paired test."""
+    if is_ranking_metric(metric):
+        return baseline.ranks is not None and candidate.ranks is not None
+    return metric in baseline.per_user_values and metric in candidate.per_user_values
 
 
 def paired_bootstrap(
@@ -59,12 +76,22 @@ def paired_bootstrap(
 def paired_difference(
     baseline: EvalResult, candidate: EvalResult, metric: str, resamples: int = 1000, seed: int = 0
 ) -> PairedDifference:
-    """Paired bootstrap of `candidate - baseline` on `metric` (users matched by id)."""
-    if baseline.ranks is None or candidate.ranks is None:
-        raise ValueError("both results need per-user ranks (EvalResult.ranks)")
-    diff = per_user_differences(
-        baseline.user_ids, baseline.ranks, candidate.user_ids, candidate.ranks, metric
-    )
+    """Paired bootstrap of `candidate - baseline` on `metric` (users matched by id): a ranking
+    metric from the per-user ranks, or one the results hold per user (`can_pair`)."""
+    if not can_pair(baseline, candidate, metric):
+        if is_ranking_metric(metric):
+            raise ValueError("both results need per-user ranks (EvalResult.ranks)")
+        raise ValueError(f"{metric}: not held per user by both results, so it cannot be paired")
+    if is_ranking_metric(metric):
+        assert baseline.ranks is not None and candidate.ranks is not None  # can_pair checked
+        diff = per_user_differences(
+            baseline.user_ids, baseline.ranks, candidate.user_ids, candidate.ranks, metric
+        )
+    else:
+        a_index, b_index = matched_users(baseline.user_ids, candidate.user_ids)
+        diff = (
+            candidate.per_user_values[metric][b_index] - baseline.per_user_values[metric][a_index]
+        )
     if len(diff) == 0:
         raise ValueError("the two results share no users")
     return paired_bootstrap(diff, metric, resamples, seed)

@@ -15,6 +15,7 @@ not 0 (pessimistic ties). Without ties the three formulas are the usual ones.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -127,6 +128,11 @@ def per_user_metrics(ranks: TargetRanks, ks: Sequence[int] = DEFAULT_KS) -> dict
         out[f"mrr@{k}"] = reciprocal_rank(ranks, k)
     out["mrr"] = reciprocal_rank(ranks)
     return out
+
+
+def is_ranking_metric(name: str) -> bool:
+    """Whether `name` is one of `per_user_metrics`' (computed from ranks alone)."""
+    return re.fullmatch(r"(hr|ndcg|mrr)@[1-9][0-9]*|mrr", name) is not None
 
 
 def ranking_metrics(ranks: TargetRanks, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:

@@ -45,7 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Evaluate every run on the same split of one dataset (full ranking, history "
         "masked) and print a table: each run's metrics and its paired per-user difference against "
         "the first run, with a bootstrap 95%% CI (a CI excluding 0 is significant). Any run "
-        "directories: a grid's cells (RUN/seedN), `karma train` or `karma baseline` output.",
+        "directories: a grid's cells (RUN/seedN), `karma train` or `karma baseline` output. "
+        "Catalog-level figures (coverage@10, auc) have one value per run: their difference is "
+        "shown unpaired, marked `not per user`.",
     )
     compare.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="first = A")
     compare.add_argument("--split", choices=("valid", "test"), default="test")
@@ -53,7 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--data", type=Path, default=None, help="prepared dataset (default: the first run's)"
     )
     compare.add_argument(
-        "--metrics", nargs="+", default=["hr@10", "hr@200"], help="metrics (default hr@10 hr@200)"
+        "--metrics",
+        nargs="+",
+        default=["hr@10", "hr@200"],
+        help="metrics (default hr@10 hr@200; also ndcg@K, mrr, tail_share@10, gauc, coverage@10, auc)",
     )
     compare.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     compare.add_argument("--seed", type=int, default=0, help="bootstrap seed")

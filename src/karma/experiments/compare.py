@@ -8,7 +8,7 @@ from pathlib import Path
 from karma.data.dataset import PreparedDataset, Split
 from karma.errors import ConfigError
 from karma.eval.evaluate import EvalResult, evaluate
-from karma.eval.experiment import paired_difference
+from karma.eval.experiment import can_pair, paired_difference
 from karma.runs import load_retriever
 
 
@@ -23,7 +23,9 @@ def compare_runs(
     """A markdown table: each run's metrics and its paired difference against the first run.
 
     Every run is evaluated on the same split of `dataset` (history masked, no bootstrap of the
-    marginal metrics); Δ is `paired_difference` of the run against the first one.
+    marginal metrics); Δ is `paired_difference` of the run against the first one where both hold
+    the metric per user (ranking metrics, `tail_share@10`, `gauc`), else the plain difference of
+    two catalog-level figures (`coverage@10`, `auc`), marked as such.
     """
 
     def evaluated(run_dir: str | Path) -> EvalResult:
@@ -45,8 +47,11 @@ def compare_runs(
             if result is results[0]:
                 cells.append("")
                 continue
-            d = paired_difference(results[0], result, m, bootstrap, seed)
-            cells.append(f"{d.difference:+.4f} [{d.ci[0]:+.4f}, {d.ci[1]:+.4f}]")
+            if can_pair(results[0], result, m):
+                d = paired_difference(results[0], result, m, bootstrap, seed)
+                cells.append(f"{d.difference:+.4f} [{d.ci[0]:+.4f}, {d.ci[1]:+.4f}]")
+            else:
+                cells.append(f"{result.metrics[m] - results[0].metrics[m]:+.4f} (not per user)")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -34,14 +34,15 @@ DIAGNOSTIC_COLUMNS = (
     "text_auc",
 )
 PAIRED_METRICS = ("hr@10", "hr@200")
+HEAD_PERCENT = round(100 * (1 - LONG_TAIL_FRACTION))
 COLD_ONLY_METRICS = ("hr@10", "hr@50")
 TARGET_SEGMENTS = ("head", "long_tail", "new")
 HISTORY_SEGMENTS = ("short_history", "long_history")
 SEGMENT_TABLES = {  # segment names -> the table's title and how its users are split
     TARGET_SEGMENTS: (
         "By target segment: where the difference comes from",
-        "Users split by their target's training clicks: `head` = among the 20 % most-clicked "
-        "items, `long_tail` = the other clicked items, `new` = never clicked in training.",
+        "Users split by their target's training clicks: `head` = among the "
+        f"{HEAD_PERCENT} % most-clicked items, `long_tail` = the other clicked items, `new` = never clicked in training.",
     ),
     HISTORY_SEGMENTS: (
         "By history length",
@@ -138,8 +139,8 @@ def results_markdown(
         "centered text-feature cosine (chance 0) and retrieval AUC (chance 0.5) of the user "
         "vectors on held-out users. Steps: optimizer steps trained (item-text warm-up + joint). "
         f"tail_share@{EXPOSURE_K} and coverage@{EXPOSURE_K} (where every seed of a run has them): the "
-        f"share of each user's top {EXPOSURE_K} that is long-tail (outside the 20 % most-clicked "
-        f"items) and the share of the catalog found in any user's top {EXPOSURE_K}.",
+        f"share of each user's top {EXPOSURE_K} that is long-tail (outside the {HEAD_PERCENT} % "
+        f"most-clicked items) and the share of the catalog found in any user's top {EXPOSURE_K}.",
     ]
     if rec:
         note = training_note(grid, by_run, rec)
