@@ -12,6 +12,7 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 
 from karma import __version__
@@ -66,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("karma: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `karma ... | head` closed the pipe: stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail too
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool the pipe stopped
     return int(result or 0)
 
 

@@ -25,6 +25,10 @@ class DatasetStats:
     pairs: int  # distinct (user, item) clicked pairs: repeat clicks fill no new cell
     split_clicks: dict[str, int]
     history_lengths: np.ndarray  # (users,) clicks per user
+    tied_held_out: dict[str, int]
+    """Valid / test clicks with the same timestamp as their user's click before them: for these,
+    the order of same-timestamp clicks (`karma data prepare --ties`) decides the target."""
+    tie_breaking: str = ""
 
     @property
     def sparsity(self) -> float:
@@ -37,6 +41,10 @@ def dataset_stats(ds: PreparedDataset) -> DatasetStats:
     inter = ds.interactions
     clicks = inter[inter["event"] == schema.CLICK]
     lengths = clicks.groupby("user_id", sort=False).size().to_numpy(np.int64)
+    users, times = clicks["user_id"].to_numpy(), clicks["timestamp"].to_numpy()
+    tied = np.zeros(len(clicks), dtype=bool)  # rows are stored by user, then time
+    tied[1:] = (users[1:] == users[:-1]) & (times[1:] == times[:-1])
+    split = clicks["split"].to_numpy()
     return DatasetStats(
         name=ds.name,
         users=int(inter["user_id"].nunique()),
@@ -46,6 +54,8 @@ def dataset_stats(ds: PreparedDataset) -> DatasetStats:
         pairs=len(clicks.drop_duplicates(["user_id", "item_id"])),
         split_clicks={s: int((clicks["split"] == s).sum()) for s in schema.SPLITS},
         history_lengths=lengths,
+        tied_held_out={s: int((tied & (split == s)).sum()) for s in ("valid", "test")},
+        tie_breaking=str(ds.manifest.get("tie_breaking", "")),
     )
 
 
@@ -58,9 +68,18 @@ def format_stats(stats: DatasetStats) -> str:
         ("clicks", f"{stats.clicks:,}"),
         *((f"{s} clicks", f"{n:,}") for s, n in stats.split_clicks.items()),
         ("sparsity", f"{stats.sparsity:.4%}"),
+        *(
+            (f"{s} tied", f"{n:,} ({n / max(stats.split_clicks[s], 1):.0%})")
+            for s, n in stats.tied_held_out.items()
+        ),
     ]
     lines = [f"dataset {stats.name}"]
     lines += [f"  {k:<14}{v:>14}" for k, v in rows]
+    if any(stats.tied_held_out.values()):
+        lines.append(
+            "  (tied: a held-out click with the same timestamp as the click before it; their order"
+            f" here: {stats.tie_breaking or 'as prepared'}; `karma data prepare --ties` changes it)"
+        )
     lengths = stats.history_lengths
     lines.append("history length (clicks per user)")
     lines.append("  " + "".join(f"{'p' + str(p):>8}" for p in PERCENTILES) + f"{'mean':>9}")
