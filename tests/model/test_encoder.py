@@ -90,6 +90,22 @@ def test_padding_does_not_change_a_users_embedding() -> None:
     assert not torch.allclose(alone[0], other[0], atol=1e-3)  # order matters: it is not a bag
 
 
+@pytest.mark.parametrize("mode", ["rec", "search"])
+def test_users_batched_by_length_come_back_in_the_order_given(mode: str) -> None:
+    enc = make_encoder(mode)
+    histories = [h(1, 2, 3, 4, 5), h(6), h(7, 8, 9), h(10), h(11, 1, 2, 3), h(4, 5)]
+    queries = ["comedy", None, "space drama", "drama", None, "item"] if mode == "search" else None
+    batched = enc.encode_users(histories, queries, batch_size=2)  # batches: lengths 1+1, 2+3, 4+5
+    alone = torch.cat(
+        [
+            enc.encode_users([hist], [queries[i]] if queries else None)
+            for i, hist in enumerate(histories)
+        ]
+    )
+    assert torch.allclose(batched, alone, atol=1e-5)
+    assert not torch.allclose(batched[0], batched[1], atol=1e-3)  # rows are not interchangeable
+
+
 def test_all_prefix_readout_equals_separate_prefix_runs() -> None:
     enc = make_encoder()
     history = h(3, 1, 4, 1, 5)

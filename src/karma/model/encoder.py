@@ -347,15 +347,23 @@ class KarmaEncoder(nn.Module):
     ) -> torch.Tensor:
         """(U, e) interest embeddings, read out where training reads the full prefix.
 
-        `progress`: a bar over the batches; None = only on a terminal (tqdm's own check)."""
+        Users are batched by history length (a batch pads to its longest sequence, so mixing a
+        20-item history with 5-item ones would pay for 20 on every row) and returned in the order
+        given. `progress`: a bar over the batches; None = only on a terminal (tqdm's own check)."""
+        lengths = [min(len(h), self.max_history) if self.max_history else len(h) for h in histories]
+        order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")  # (U,)
         out = []
         starts = range(0, len(histories), batch_size)
         disable = None if progress is None else not progress
         for start in tqdm(starts, desc="users", unit="batch", disable=disable, leave=False):
-            chunk_queries = queries[start : start + batch_size] if queries is not None else None
-            layout = self.layout(histories[start : start + batch_size], chunk_queries)
+            rows = order[start : start + batch_size]
+            chunk_queries = [queries[i] for i in rows] if queries is not None else None
+            layout = self.layout([histories[i] for i in rows], chunk_queries)
             out.append(self.interest_embeddings(self.readout(layout, self.hidden_states(layout))))
-        return torch.cat(out) if out else torch.zeros(0, self.embedding_dim)
+        if not out:
+            return torch.zeros(0, self.embedding_dim)
+        vectors = torch.cat(out)  # (U, e) in length order
+        return vectors[torch.as_tensor(np.argsort(order), device=vectors.device)]
 
     def item_token_parameters(self) -> list[nn.Parameter]:
         """What turns an item into its continuous token x_i: P_item and the item-ID table."""
