@@ -12,6 +12,9 @@ Writes benchmarks/results/karma_train_step.json with the commit, machine and dat
 `--precision fp32 bf16` instead times each precision on the same batches from the same initial
 weights, alternating step by step (bf16 = what `train.precision: bf16` does: bf16 autocast around
 the loss and its backward), into benchmarks/results/karma_train_step_precision.json.
+`--length-groups 1 4` does the same for `data.length_groups` (the history pass as one padded pass
+vs groups of similar length) at the first --precision, into
+benchmarks/results/karma_train_step_length_groups.json.
 """
 
 from __future__ import annotations
@@ -51,9 +54,25 @@ def main() -> None:
         default=["fp32"],
         help="autocast precision(s); two are timed side by side, alternating step by step",
     )
+    parser.add_argument(
+        "--length-groups",
+        nargs="+",
+        type=int,
+        default=[],
+        help="data.length_groups values timed side by side (e.g. 1 4)",
+    )
     args = parser.parse_args()
+    if len(args.length_groups) > 1:
+        precision = args.precision[0]
+        variants = {
+            f"length_groups_{g}": (precision, [f"data.length_groups={g}"])
+            for g in args.length_groups
+        }
+        compare_variants(args, variants, "karma_train_step_length_groups")
+        return
     if len(args.precision) > 1:
-        compare_precisions(args)
+        variants = {p: (p, []) for p in args.precision}
+        compare_variants(args, variants, "karma_train_step_precision")
         return
     torch.set_num_threads(args.threads)
     config = load_config(RunConfig, args.config, args.overrides)
@@ -119,22 +138,25 @@ def _autocast(precision: str) -> contextlib.AbstractContextManager[object]:
     return contextlib.nullcontext()
 
 
-def compare_precisions(args: argparse.Namespace) -> None:
-    """Each precision on the same batches from the same initial weights, alternating step by
-    step so that other jobs on a shared machine disturb both alike; loss of each on every step."""
+def compare_variants(
+    args: argparse.Namespace, variants: dict[str, tuple[str, list[str]]], name: str
+) -> None:
+    """Each variant (precision, extra overrides) on the same batches from the same initial
+    weights, alternating step by step so that other jobs on a shared machine disturb all alike;
+    the loss of each on every step."""
     torch.set_num_threads(args.threads)
-    config = load_config(RunConfig, args.config, args.overrides)
     runs = {}
-    for precision in args.precision:
+    for label, (precision, extra) in variants.items():
+        config = load_config(RunConfig, args.config, [*args.overrides, *extra])
         torch.manual_seed(config.seed)
         task = build_task(config)
         task.model.train()
         optimizer = torch.optim.AdamW(task.optimizer_groups(config.train.lr))
-        runs[precision] = (task, optimizer, [], [])
+        runs[label] = (task, optimizer, precision, [], [])
     first = next(iter(runs.values()))[0]
     batches = list(itertools.islice(iter(first.batches(0)), args.steps + 1))
     for step, batch in enumerate(batches):
-        for precision, (task, optimizer, seconds, losses) in runs.items():
+        for task, optimizer, precision, seconds, losses in runs.values():
             torch.manual_seed(config.seed + step)  # the same dropout / sampling draws
             start = time.perf_counter()
             optimizer.zero_grad()
@@ -156,17 +178,19 @@ def compare_precisions(args: argparse.Namespace) -> None:
         "batch_size": config.data.batch_size,
         "mean_tokens_per_step": tokens / args.steps,
     }
-    for precision, (_, _, seconds, losses) in runs.items():
-        result[precision] = {
+    for label, (_, _, precision, seconds, losses) in runs.items():
+        result[label] = {
+            "precision": precision,
+            "overrides": variants[label][1],
             "median_seconds_per_step": statistics.median(seconds),
             "mean_seconds_per_step": statistics.fmean(seconds),
             "losses": losses,
         }
-    base, other = args.precision[0], args.precision[1]
+    base, other = list(variants)[:2]
     result[f"speedup_{other}_over_{base}"] = (
         result[base]["median_seconds_per_step"] / result[other]["median_seconds_per_step"]  # type: ignore[index]
     )
-    print(write_result("karma_train_step_precision", result).read_text(encoding="utf-8"), end="")
+    print(write_result(name, result).read_text(encoding="utf-8"), end="")
 
 
 def time_lm_head(task: object, batches: object, steps: int) -> dict[str, float]:

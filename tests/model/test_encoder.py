@@ -9,7 +9,7 @@ import torch
 from karma.model.backbone import load_backbone
 from karma.model.config import BackboneConfig, EncoderConfig
 from karma.model.encoder import KarmaEncoder
-from karma.model.sequence import layout_batch
+from karma.model.sequence import layout_batch, length_groups
 
 TEXTS = [f"Item {i} {['comedy', 'drama', 'space'][i % 3]}" for i in range(12)] + [""]
 
@@ -49,6 +49,21 @@ def test_layout_with_the_query_last_puts_it_between_history_and_interest() -> No
     assert layout.item_positions.tolist() == [[2, 3], [2, -1]]
     assert layout.readout_positions.tolist() == [6, 3]
     assert layout.attention_mask.sum(1).tolist() == [7, 4]
+
+
+def test_length_groups_cut_where_padding_costs_most() -> None:
+    # Sorted lengths 1, 1, 2, 9 (rows 1, 3, 2, 0). One group pads all four to 9: 36 positions.
+    # Two groups: {1, 1, 2} + {9} = 3 * 2 + 9 = 15 (the best; {1, 1} + {2, 9} = 2 + 18 = 20).
+    # Three groups: {1, 1} + {2} + {9} = 2 + 2 + 9 = 13.
+    lengths = np.array([9, 1, 2, 1])
+    assert [g.tolist() for g in length_groups(lengths, 1)] == [[1, 3, 2, 0]]
+    assert [g.tolist() for g in length_groups(lengths, 2)] == [[1, 3, 2], [0]]
+    assert [g.tolist() for g in length_groups(lengths, 3)] == [[1, 3], [2], [0]]
+    # A fourth group would save nothing ({1} + {1} costs what {1, 1} does): it is not made.
+    assert [g.tolist() for g in length_groups(lengths, 4)] == [[1, 3], [2], [0]]
+    assert [g.tolist() for g in length_groups(np.array([3, 3, 3]), 3)] == [[0, 1, 2]]
+    with pytest.raises(ValueError, match="max_groups"):
+        length_groups(lengths, 0)
 
 
 def test_encode_users_shows_a_bar_only_when_asked_or_on_a_terminal(

@@ -30,10 +30,14 @@ def make_task(
     mode: str = "rec",
     tuning: str = "lora",
     residual: float | None = None,
+    length_groups: int = 4,
     **action: object,
 ) -> KarmaTask:
+    data = DataConfig(
+        path=root, mode=mode, batch_size=8, max_history=5, length_groups=length_groups
+    )  # type: ignore[arg-type]
     return KarmaTask(
-        DataConfig(path=root, mode=mode, batch_size=8, max_history=5),  # type: ignore[arg-type]
+        data,
         ModelConfig(
             BackboneConfig(name="tiny", tuning=tuning),  # type: ignore[arg-type]
             EncoderConfig(
@@ -92,6 +96,34 @@ def test_loss_falls_and_every_trainable_parameter_changes(
         n for n, p in task.model.named_parameters() if p.requires_grad and torch.equal(p, before[n])
     ]
     assert not unchanged, unchanged
+
+
+@pytest.mark.parametrize("mode", ["rec", "search"])
+def test_length_groups_give_the_loss_and_gradients_of_one_padded_pass(
+    tiny_root: Path, mode: str
+) -> None:
+    """Groups of similar history length: the same targets in the same order, the same loss and
+    the same gradient on every trainable weight as one pass padded to the longest history."""
+    results = {}
+    for groups in (1, 3):
+        torch.manual_seed(0)
+        task = make_task(tiny_root, mode=mode, length_groups=groups)
+        batch = next(iter(task.batches(0)))
+        assert len({len(h) for h in batch.histories}) > 1  # lengths differ: groups do form
+        _, _, target_ids = task.interest_embeddings(batch)
+        loss = task.loss_step(batch, "joint").loss
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in task.model.named_parameters() if p.grad is not None}
+        results[groups] = (target_ids, float(loss.detach()), grads)
+    (targets_one, loss_one, grads_one), (targets_grouped, loss_grouped, grads_grouped) = (
+        results[1],
+        results[3],
+    )
+    assert torch.equal(targets_one, targets_grouped)
+    assert loss_grouped == pytest.approx(loss_one, rel=1e-5)
+    assert grads_one.keys() == grads_grouped.keys() and grads_one
+    for name, grad in grads_one.items():
+        assert torch.allclose(grads_grouped[name], grad, rtol=1e-4, atol=1e-6), name
 
 
 def test_optimizer_groups_split_backbone_and_heads(tiny_root: Path) -> None:

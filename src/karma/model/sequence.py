@@ -86,3 +86,39 @@ def layout_batch(
         item_positions=torch.from_numpy(item_positions),
         readout_positions=torch.from_numpy(lengths_arr - 1),
     )
+
+
+def length_groups(lengths: np.ndarray, max_groups: int) -> list[np.ndarray]:
+    """Split a batch's rows into at most `max_groups` groups of similar length, in length order.
+
+    A padded pass costs rows x its longest row; this picks the contiguous cut of the rows sorted
+    by length that minimises Σ_g |g| · max(g) (dynamic programming over the B sorted rows), so
+    one long history no longer makes every short one pay for its length. Returns each group's
+    row indices into `lengths`; every row is in exactly one group.
+    """
+    if max_groups < 1:
+        raise ValueError(f"max_groups must be >= 1, got {max_groups}")
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    sorted_lengths = np.asarray(lengths)[order].astype(np.int64)
+    n = len(order)
+    groups = min(max_groups, n)
+    if groups <= 1:
+        return [order]
+    # cost[g][j]: the cheapest cut of the first j sorted rows into g groups; a group of rows
+    # i..j-1 costs (j - i) * sorted_lengths[j - 1] (its longest row is its last).
+    inf = np.iinfo(np.int64).max // 4
+    cost = np.full((groups + 1, n + 1), inf, dtype=np.int64)
+    cut = np.zeros((groups + 1, n + 1), dtype=np.int64)
+    cost[0, 0] = 0
+    for g in range(1, groups + 1):
+        for j in range(1, n + 1):
+            starts = np.arange(j)  # the group is rows starts..j-1
+            options = cost[g - 1, :j] + (j - starts) * sorted_lengths[j - 1]
+            best = int(np.argmin(options))
+            cost[g, j], cut[g, j] = options[best], best
+    g = int(np.argmin(cost[1:, n])) + 1  # fewer groups when more would not save anything
+    bounds = [n]
+    for level in range(g, 0, -1):
+        bounds.append(int(cut[level, bounds[-1]]))
+    bounds.reverse()
+    return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]

@@ -28,6 +28,7 @@ from karma.eval.metrics import ranking_metrics
 from karma.eval.ranking import rank_targets
 from karma.model.config import ModelConfig
 from karma.model.encoder import KarmaEncoder, encoder_from_config
+from karma.model.sequence import length_groups
 from karma.objectives.action import ActionConfig, ActionLoss
 from karma.objectives.base import STAGES, LossOutput, Stage
 from karma.objectives.knowledge import (
@@ -58,6 +59,10 @@ class DataConfig:
     """Validate on the first N validation users only (0 = all); keeps CPU evaluation short."""
     eval_batch_size: int = 64
     """Users per forward pass during validation."""
+    length_groups: int = 4
+    """Training: run a batch's history pass as at most this many groups of users of similar
+    history length (`karma.model.sequence.length_groups`), so short histories do not pad to the
+    batch's longest. The same loss and gradients as one padded pass (1 = one pass)."""
 
     def __post_init__(self) -> None:
         if self.max_history < 1:
@@ -68,6 +73,8 @@ class DataConfig:
             raise ValueError(f"valid_users: must be >= 0 (0 = all), got {self.valid_users}")
         if self.eval_batch_size < 1:
             raise ValueError(f"eval_batch_size: must be >= 1, got {self.eval_batch_size}")
+        if self.length_groups < 1:
+            raise ValueError(f"length_groups: must be >= 1, got {self.length_groups}")
 
 
 @dataclass
@@ -276,15 +283,26 @@ class KarmaTask:
         mode: K = B, read out at [INTEREST]. The knowledge objectives reuse h and the targets.
         """
         enc = self.encoder
-        layout = enc.layout(batch.histories, batch.queries)
-        hidden = enc.hidden_states(layout)  # (B, T, d)
-        targets = torch.as_tensor(batch.targets, device=hidden.device)
-        if self.data_config.mode == "rec":
-            readout = enc.readout(layout, hidden, all_prefixes=True)  # (B, n_max, d)
-            valid = targets >= 0  # (B, n_max)
-            h, target_ids = readout[valid], targets[valid]  # (K, d), (K,)
-        else:
-            h, target_ids = enc.readout(layout, hidden), targets  # (B, d), (B,)
+        lengths = np.array([min(len(h), enc.max_history) for h in batch.histories])
+        parts, keys = [], []
+        for rows in length_groups(lengths, self.data_config.length_groups):
+            queries = [batch.queries[i] for i in rows] if batch.queries is not None else None
+            layout = enc.layout([batch.histories[i] for i in rows], queries)
+            hidden = enc.hidden_states(layout)  # (G, T, d)
+            if self.data_config.mode == "rec":
+                readout = enc.readout(layout, hidden, all_prefixes=True)  # (G, n_g, d)
+                valid = batch.targets[rows, : readout.shape[1]] >= 0  # (G, n_g)
+                parts.append(readout[torch.as_tensor(valid, device=hidden.device)])  # (K_g, d)
+                row, position = np.nonzero(valid)
+                keys.append(rows[row] * batch.targets.shape[1] + position)
+            else:
+                parts.append(enc.readout(layout, hidden))  # (G, d)
+                keys.append(rows)
+        # Back to the batch's order: row by row, each row's targets left to right.
+        order = torch.as_tensor(np.argsort(np.concatenate(keys), kind="stable"))
+        h = torch.cat(parts)[order.to(parts[0].device)]  # (K, d) or (B, d)
+        targets = torch.as_tensor(batch.targets, device=h.device)
+        target_ids = targets[targets >= 0] if self.data_config.mode == "rec" else targets
         return enc.interest_embeddings(h), h, target_ids
 
     def action_loss(
