@@ -16,6 +16,7 @@ sees the padding, so a user's embedding does not depend on who else is in the ba
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -121,4 +122,4 @@ def length_groups(lengths: np.ndarray, max_groups: int) -> list[np.ndarray]:
     for level in range(g, 0, -1):
         bounds.append(int(cut[level, bounds[-1]]))
     bounds.reverse()
-    return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    return [order[a:b] for a, b in pairwise(bounds) if b > a]
