@@ -274,6 +274,12 @@ class KarmaTask:
 
     # ----- loss -----------------------------------------------------------------------------
 
+    def history_groups(self, batch: KarmaBatch) -> list[np.ndarray]:
+        """The batch's rows as the groups of similar history length its history pass runs in
+        (one backbone pass each; `data.length_groups`)."""
+        lengths = np.array([min(len(h), self.encoder.max_history) for h in batch.histories])
+        return length_groups(lengths, self.data_config.length_groups)
+
     def interest_embeddings(
         self, batch: KarmaBatch
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -283,9 +289,8 @@ class KarmaTask:
         mode: K = B, read out at [INTEREST]. The knowledge objectives reuse h and the targets.
         """
         enc = self.encoder
-        lengths = np.array([min(len(h), enc.max_history) for h in batch.histories])
         parts, keys = [], []
-        for rows in length_groups(lengths, self.data_config.length_groups):
+        for rows in self.history_groups(batch):
             queries = [batch.queries[i] for i in rows] if batch.queries is not None else None
             layout = enc.layout([batch.histories[i] for i in rows], queries)
             hidden = enc.hidden_states(layout)  # (G, T, d)
