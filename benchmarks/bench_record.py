@@ -85,3 +85,12 @@ def write_result(name: str, payload: Mapping[str, object], out: Path | None = No
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def print_and_write(name: str, payload: Mapping[str, object]) -> Path:
+    """`key: value` lines of `payload` on stdout, then `write_result(name, payload)`."""
+    for key, value in payload.items():
+        print(f"{key}: {value}")
+    path = write_result(name, payload)
+    print(f"wrote {path}")
+    return path

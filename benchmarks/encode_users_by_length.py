@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_record import best_of, write_result
+from bench_record import best_of, print_and_write
 from karma.runs import load_encoder
 
 
@@ -85,9 +85,7 @@ def main() -> None:
         "speedup": seconds_given / seconds_sorted,
         "max_abs_difference": difference,
     }
-    for key, value in result.items():
-        print(f"{key}: {value}")
-    print(f"wrote {write_result('encode_users_by_length', result)}")
+    print_and_write("encode_users_by_length", result)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_record import write_result
+from bench_record import print_and_write
 
 
 def main() -> None:
@@ -82,9 +82,7 @@ def main() -> None:
         **overlap,
         "encode_one_user": timing,
     }
-    for key, value in result.items():
-        print(f"{key}: {value}")
-    print(f"wrote {write_result('serve_int8_agreement', result)}")
+    print_and_write("serve_int8_agreement", result)
 
 
 if __name__ == "__main__":
