@@ -67,7 +67,7 @@ def main() -> None:
         difference = float((given_order() - by_length()).abs().max())
         seconds_given = best_of(args.repeats, given_order)
         seconds_sorted = best_of(args.repeats, by_length)
-    lengths = np.array([min(len(h), encoder.max_history) for h in histories], dtype=np.int64)
+    lengths = encoder.history_lengths(histories)
     extra = len(encoder.instruction_ids) + 1  # the instruction and the readout position
     result = {
         "run": str(args.run),

@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+TIE_BREAKING = {  # `PrepareConfig.ties` -> how the manifest describes the order
+    "file": "timestamp, then row order in the input file",
+    "item": "timestamp, then item id, then row order in the input file",
+    "reversed": "timestamp, then row order in the input file reversed",
+}
+
 
 @dataclass
 class PrepareConfig:
@@ -73,7 +79,7 @@ class PrepareConfig:
             raise ValueError(f"cold_items: must be in [0, 1), got {self.cold_items}")
         if self.cold_strata < 1:
             raise ValueError(f"cold_strata: must be >= 1, got {self.cold_strata}")
-        if self.ties not in ("file", "item", "reversed"):
+        if self.ties not in TIE_BREAKING:
             raise ValueError(f"ties: {self.ties!r} is not file, item or reversed")
         if self.unknown_items not in ("error", "drop"):
             raise ValueError(f"unknown_items: {self.unknown_items!r} is not error or drop")

@@ -28,19 +28,13 @@ from karma import __version__
 from karma.data import schema
 from karma.data.amazon import read_amazon2023
 from karma.data.atomic import BUILTINS, read_atomic, read_builtin
-from karma.data.config import PrepareConfig
+from karma.data.config import TIE_BREAKING, PrepareConfig
 from karma.data.lcrec import lcrec_files, read_lcrec
 from karma.data.mapped import ColumnMapping, read_mapped
 from karma.data.preprocess import prepare_tables
 from karma.data.raw import RawData
 from karma.data.tables import sha256_of
 from karma.errors import DataError
-
-TIE_BREAKING = {
-    "file": "timestamp, then row order in the input file",
-    "item": "timestamp, then item id, then row order in the input file",
-    "reversed": "timestamp, then row order in the input file reversed",
-}
 
 log = logging.getLogger(__name__)
 

@@ -78,20 +78,19 @@ def paired_difference(
 ) -> PairedDifference:
     """Paired bootstrap of `candidate - baseline` on `metric` (users matched by id): a ranking
     metric from the per-user ranks, or one the results hold per user (`can_pair`)."""
-    if not can_pair(baseline, candidate, metric):
-        if is_ranking_metric(metric):
-            raise ValueError("both results need per-user ranks (EvalResult.ranks)")
-        raise ValueError(f"{metric}: not held per user by both results, so it cannot be paired")
     if is_ranking_metric(metric):
-        assert baseline.ranks is not None and candidate.ranks is not None  # can_pair checked
+        if baseline.ranks is None or candidate.ranks is None:
+            raise ValueError("both results need per-user ranks (EvalResult.ranks)")
         diff = per_user_differences(
             baseline.user_ids, baseline.ranks, candidate.user_ids, candidate.ranks, metric
         )
-    else:
+    elif can_pair(baseline, candidate, metric):
         a_index, b_index = matched_users(baseline.user_ids, candidate.user_ids)
         diff = (
             candidate.per_user_values[metric][b_index] - baseline.per_user_values[metric][a_index]
         )
+    else:
+        raise ValueError(f"{metric}: not held per user by both results, so it cannot be paired")
     if len(diff) == 0:
         raise ValueError("the two results share no users")
     return paired_bootstrap(diff, metric, resamples, seed)

@@ -42,7 +42,8 @@ SEGMENT_TABLES = {  # segment names -> the table's title and how its users are s
     TARGET_SEGMENTS: (
         "By target segment: where the difference comes from",
         "Users split by their target's training clicks: `head` = among the "
-        f"{HEAD_PERCENT} % most-clicked items, `long_tail` = the other clicked items, `new` = never clicked in training.",
+        f"{HEAD_PERCENT} % most-clicked items, `long_tail` = the other clicked items, `new` = "
+        "never clicked in training.",
     ),
     HISTORY_SEGMENTS: (
         "By history length",

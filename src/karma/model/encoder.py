@@ -337,6 +337,13 @@ class KarmaEncoder(nn.Module):
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         return hidden[rows, layout.readout_positions]  # (B, d)
 
+    def history_lengths(self, histories: list[np.ndarray]) -> np.ndarray:
+        """(U,) int64 items of each history the layout keeps (the last `max_history`)."""
+        return np.array(
+            [min(len(h), self.max_history) if self.max_history else len(h) for h in histories],
+            dtype=np.int64,
+        )
+
     @torch.no_grad()
     def encode_users(
         self,
@@ -350,8 +357,7 @@ class KarmaEncoder(nn.Module):
         Users are batched by history length (a batch pads to its longest sequence, so mixing a
         20-item history with 5-item ones would pay for 20 on every row) and returned in the order
         given. `progress`: a bar over the batches; None = only on a terminal (tqdm's own check)."""
-        lengths = [min(len(h), self.max_history) if self.max_history else len(h) for h in histories]
-        order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")  # (U,)
+        order = np.argsort(self.history_lengths(histories), kind="stable")  # (U,)
         out = []
         starts = range(0, len(histories), batch_size)
         disable = None if progress is None else not progress

@@ -277,7 +277,7 @@ class KarmaTask:
     def history_groups(self, batch: KarmaBatch) -> list[np.ndarray]:
         """The batch's rows as the groups of similar history length its history pass runs in
         (one backbone pass each; `data.length_groups`)."""
-        lengths = np.array([min(len(h), self.encoder.max_history) for h in batch.histories])
+        lengths = self.encoder.history_lengths(batch.histories)
         return length_groups(lengths, self.data_config.length_groups)
 
     def interest_embeddings(
