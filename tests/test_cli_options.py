@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import re
 import typing
@@ -43,6 +44,16 @@ def test_train_help_lists_every_run_config_field_with_its_docstring() -> None:
         assert option in text, key
         if key != "output_dir":
             assert re.sub(r"\s+", " ", doc) in text, key
+
+
+def test_every_command_help_formats() -> None:
+    """argparse expands % in help strings: a docstring's "42 %" once broke `data prepare --help`."""
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for name, sub in commands.items():
+        nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        for parser_ in [sub, *(p for a in nested for p in a.choices.values())]:
+            assert parser_.format_help(), name
 
 
 def test_train_options_are_overrides() -> None:

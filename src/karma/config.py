@@ -224,6 +224,11 @@ def save_config(obj: Any, path: str | Path) -> None:
 # --- command-line options generated from config dataclasses ----------------------------------
 
 
+def help_docs(cls: type) -> dict[str, str]:
+    """`field_docs(cls)` ready for argparse help, which formats help strings with %."""
+    return {name: doc.replace("%", "%%") for name, doc in field_docs(cls).items()}
+
+
 def _option_help(doc: str, default: Any) -> str:
     shown = to_dict(default)
     text = f"{doc} (default: {'null' if shown is None else shown})" if doc else ""

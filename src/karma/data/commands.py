@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from karma.config import field_docs
+from karma.config import help_docs
 
 PREPARE_EPILOG = """\
 sources:
@@ -20,9 +20,9 @@ sources:
 
 
 def register(subparsers: Any) -> None:
-    from karma.data.config import PrepareConfig
+    from karma.data.config import TIE_BREAKING, PrepareConfig
 
-    docs = field_docs(PrepareConfig)
+    docs = help_docs(PrepareConfig)
     group = subparsers.add_parser("data", help="prepare datasets, show statistics, add features")
     commands = group.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     group.set_defaults(func=lambda args: group.print_help() or 2)
@@ -46,9 +46,7 @@ def register(subparsers: Any) -> None:
     prepare.add_argument("--test-fraction", type=float, help=docs["test_fraction"])
     prepare.add_argument("--valid-start", type=int, help=docs["valid_start"])
     prepare.add_argument("--test-start", type=int, help=docs["test_start"])
-    prepare.add_argument(
-        "--ties", choices=["file", "item", "reversed"], help=docs["ties"] + " Default file."
-    )
+    prepare.add_argument("--ties", choices=list(TIE_BREAKING), help=docs["ties"] + " Default file.")
     prepare.add_argument("--min-history", type=int, help=docs["min_history"] + " Default 3.")
     prepare.add_argument("--k-core", type=int, help="k-core on both users and items")
     prepare.add_argument("--k-core-users", type=int, help=docs["k_core_users"])
