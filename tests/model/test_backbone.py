@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from karma.errors import KarmaError
-from karma.model.backbone import decoder_layers, load_backbone, tiny_tokenizer
+from karma.model.backbone import add_dropout, decoder_layers, load_backbone, tiny_tokenizer
 from karma.model.config import BackboneConfig
 
 
@@ -75,6 +75,50 @@ def test_config_rejects_bad_values() -> None:
         BackboneConfig(num_layers=-1)
     with pytest.raises(ValueError, match="lora_rank"):
         BackboneConfig(lora_rank=0)
+    with pytest.raises(ValueError, match="attention_dropout"):
+        BackboneConfig(attention_dropout=1.0)
+    with pytest.raises(ValueError, match="residual_dropout"):
+        BackboneConfig(residual_dropout=-0.1)
+
+
+def test_residual_dropout_zeroes_or_rescales_sublayer_outputs_in_training_only() -> None:
+    model, _ = load_backbone(BackboneConfig(name="tiny", tuning="full"))
+    add_dropout(model, attention=0.0, residual=0.5)
+    seen: dict[str, torch.Tensor] = {}
+    layer = decoder_layers(model)[0]
+    # Hooks run in registration order: this one sees the output after the dropout hook.
+    layer.mlp.register_forward_hook(lambda m, a, out: seen.__setitem__("after", out))
+    mlp_input: list[torch.Tensor] = []
+    layer.mlp.register_forward_pre_hook(lambda m, a: mlp_input.append(a[0]))
+    ids = torch.tensor([[5, 6, 7, 8]])
+    model.train()
+    torch.manual_seed(0)
+    model(input_ids=ids)
+    with torch.no_grad():
+        clean = layer.mlp.forward(mlp_input[-1])  # forward() itself skips the hooks
+    after = seen["after"]
+    kept = after != 0
+    assert 0 < kept.float().mean() < 1  # some dropped, some kept (p = 0.5)
+    assert torch.allclose(after[kept], 2 * clean[kept], atol=1e-6)  # kept ones scaled by 1/(1-p)
+    model.eval()
+    model(input_ids=ids)
+    with torch.no_grad():
+        assert torch.equal(seen["after"], layer.mlp.forward(mlp_input[-1]))
+
+
+def test_attention_dropout_is_set_on_every_layer_and_idle_in_eval() -> None:
+    torch.manual_seed(0)
+    plain, _ = load_backbone(BackboneConfig(name="tiny", tuning="full"))
+    torch.manual_seed(0)
+    dropped, _ = load_backbone(
+        BackboneConfig(name="tiny", tuning="full", attention_dropout=0.3, residual_dropout=0.2)
+    )
+    assert all(layer.self_attn.attention_dropout == 0.3 for layer in decoder_layers(dropped))
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    plain.eval(), dropped.eval()
+    assert torch.equal(plain(input_ids=ids).logits, dropped(input_ids=ids).logits)
+    dropped.train()
+    assert not torch.allclose(plain(input_ids=ids).logits, dropped(input_ids=ids).logits)
 
 
 @pytest.mark.slow

@@ -88,6 +88,25 @@ def test_shapes_and_unit_norms() -> None:
     assert enc.item_embeddings(torch.tensor([[1, 2], [3, 4]])).shape == (2, 2, 8)
 
 
+def test_item_token_dropout_drops_history_tokens_in_training_only() -> None:
+    enc = make_encoder(item_token_dropout=0.5)
+    layout = enc.layout([h(1, 2, 3), h(4, 5)])
+    is_item = layout.item_ids >= 0
+    clean = enc.inputs_embeds(layout)  # eval: no dropout
+    tokens = enc.item_tokens(layout.item_ids[is_item])
+    assert torch.allclose(clean[is_item], tokens, atol=1e-6)
+    enc.train()
+    torch.manual_seed(0)
+    dropped = enc.inputs_embeds(layout)
+    kept = dropped[is_item] != 0
+    assert 0 < kept.float().mean() < 1
+    assert torch.allclose(dropped[is_item][kept], 2 * tokens[kept], atol=1e-6)
+    assert torch.equal(dropped[~is_item], clean[~is_item])  # instruction tokens untouched
+    assert torch.equal(enc.item_embeddings(), enc.eval().item_embeddings())  # item tower: none
+    with pytest.raises(ValueError, match="item_token_dropout"):
+        EncoderConfig(item_token_dropout=1.0)
+
+
 def test_item_token_starts_as_mean_text_embedding() -> None:
     enc = make_encoder()
     ids = enc.tokenizer(TEXTS[4], add_special_tokens=False)["input_ids"][:6]

@@ -19,9 +19,11 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -238,8 +240,10 @@ def load_pretrained(config: BackboneConfig) -> tuple[PreTrainedModel, PreTrained
 
 
 def prepare_backbone(model: PreTrainedModel, config: BackboneConfig) -> None:
-    """Truncate to `num_layers`, apply the tuning mode and gradient checkpointing, in place."""
+    """Truncate to `num_layers`, add dropout, apply the tuning mode and gradient checkpointing,
+    in place."""
     truncate_layers(model, config.num_layers)
+    add_dropout(model, config.attention_dropout, config.residual_dropout)
     apply_tuning(model, config)
     if config.gradient_checkpointing and config.tuning != "frozen":
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -272,6 +276,41 @@ def truncate_layers(model: PreTrainedModel, num_layers: int) -> None:
     layer_types = getattr(model.config, "layer_types", None)
     if layer_types is not None:  # Gemma3 / Qwen3 keep a per-layer list (sliding vs full attention)
         model.config.layer_types = list(layer_types)[:num_layers]
+
+
+def add_dropout(model: PreTrainedModel, attention: float, residual: float) -> None:
+    """Training-only dropout in every decoder layer, in place: `attention` on the attention
+    probabilities (each attention module's own `attention_dropout`), `residual` on the attention
+    and MLP outputs before the residual adds them (forward hooks; they leave weights and state
+    dicts as they are). Both 0 = the model as loaded."""
+    for layer in decoder_layers(model):
+        attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
+        if attention > 0:
+            if attn is None or not hasattr(attn, "attention_dropout"):
+                raise KarmaError(
+                    f"backbone.attention_dropout: {type(layer).__name__} has no attention dropout"
+                )
+            attn.attention_dropout = attention
+        if residual > 0:
+            if attn is None or mlp is None:
+                raise KarmaError(
+                    f"backbone.residual_dropout: {type(layer).__name__} has no self_attn / mlp"
+                )
+            attn.register_forward_hook(_residual_dropout_hook(residual))
+            mlp.register_forward_hook(_residual_dropout_hook(residual))
+
+
+def _residual_dropout_hook(p: float) -> Callable[[nn.Module, object, object], object]:
+    """A forward hook that drops the module's output (the first element of a tuple output)."""
+
+    def hook(module: nn.Module, args: object, output: object) -> object:
+        if not module.training:
+            return output
+        if isinstance(output, tuple):
+            return (F.dropout(output[0], p, True), *output[1:])
+        return F.dropout(output, p, True)
+
+    return hook
 
 
 def apply_tuning(model: PreTrainedModel, config: BackboneConfig) -> None:

@@ -25,6 +25,13 @@ class BackboneConfig:
     """LoRA scaling alpha (the update is scaled by alpha / r)."""
     lora_dropout: float = 0.0
     """Dropout on the LoRA input."""
+    attention_dropout: float = 0.0
+    """Dropout on the attention probabilities of every decoder layer, training only (the models'
+    own `attention_dropout`, which pretrained checkpoints set to 0)."""
+    residual_dropout: float = 0.0
+    """Dropout on every decoder layer's attention and MLP outputs before they join the residual
+    stream, training only: the hidden dropout of BERT and SASRec, which Llama decoders and their kin
+    do not have."""
     lora_mlp: bool = False
     """Also put LoRA on the MLP projections (gate, up, down), not only attention q, k, v, o."""
     freeze_embeddings: bool = True
@@ -51,6 +58,9 @@ class BackboneConfig:
             raise ValueError(f"lora_rank: must be >= 1, got {self.lora_rank}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"lora_dropout: must be in [0, 1), got {self.lora_dropout}")
+        for name in ("attention_dropout", "residual_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
         if self.tiny_hidden_size < 8 or self.tiny_hidden_size % 4:
             raise ValueError(
                 f"tiny_hidden_size: must be a multiple of 4 and >= 8, got {self.tiny_hidden_size}"
@@ -98,6 +108,9 @@ class EncoderConfig:
     with this probability (DropoutNet-style; one draw per item per item-token pass, so a step's
     history tokens and its catalog vectors draw separately), so the model also learns to rank items
     the way it meets new ones; 0 = never. Evaluation and serving never drop."""
+    item_token_dropout: float = 0.0
+    """Dropout on the history's item tokens x_i as the LLM reads them (user side), training only
+    (SASRec's embedding dropout); the item tower's vectors and evaluation never drop."""
     item_tower: Literal["projection", "llm"] = "projection"
     """Item embedding: W_v applied to the item's continuous token (no LLM), or an LLM pass over its text."""
     instruction: str = (
@@ -145,6 +158,10 @@ class EncoderConfig:
         if self.item_residual_dropout > 0 and self.item_residual_ratio is None:
             raise ValueError(
                 "item_residual_dropout: needs item_residual_ratio (the anchored tower)"
+            )
+        if not 0.0 <= self.item_token_dropout < 1.0:
+            raise ValueError(
+                f"item_token_dropout: must be in [0, 1), got {self.item_token_dropout}"
             )
         if self.head_lr is not None and self.head_lr <= 0:
             raise ValueError(f"head_lr: must be > 0 (or null), got {self.head_lr}")

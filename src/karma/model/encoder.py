@@ -303,7 +303,9 @@ class KarmaEncoder(nn.Module):
         table = self.backbone.get_input_embeddings()
         embeds = table(layout.token_ids.clamp(min=0)).float()  # (B, T, d)
         is_item = layout.item_ids >= 0
-        item_tokens = self.item_tokens(layout.item_ids[is_item]).to(embeds.dtype)  # (K, d)
+        item_tokens = self.item_tokens(layout.item_ids[is_item])  # (K, d)
+        item_tokens = F.dropout(item_tokens, self.config.item_token_dropout, self.training)
+        item_tokens = item_tokens.to(embeds.dtype)
         embeds = embeds.masked_scatter(is_item[..., None], item_tokens)
         if self.interest_token is not None:
             embeds = torch.where(
