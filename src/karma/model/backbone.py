@@ -296,8 +296,9 @@ def add_dropout(model: PreTrainedModel, attention: float, residual: float) -> No
                 raise KarmaError(
                     f"backbone.residual_dropout: {type(layer).__name__} has no self_attn / mlp"
                 )
-            attn.register_forward_hook(_residual_dropout_hook(residual))
-            mlp.register_forward_hook(_residual_dropout_hook(residual))
+            hook = _residual_dropout_hook(residual)
+            attn.register_forward_hook(hook)
+            mlp.register_forward_hook(hook)
 
 
 def _residual_dropout_hook(p: float) -> Callable[[nn.Module, object, object], object]:

@@ -56,9 +56,7 @@ class BackboneConfig:
             raise ValueError(f"num_layers: must be >= 0 (0 = all), got {self.num_layers}")
         if self.lora_rank < 1:
             raise ValueError(f"lora_rank: must be >= 1, got {self.lora_rank}")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"lora_dropout: must be in [0, 1), got {self.lora_dropout}")
-        for name in ("attention_dropout", "residual_dropout"):
+        for name in ("lora_dropout", "attention_dropout", "residual_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
         if self.tiny_hidden_size < 8 or self.tiny_hidden_size % 4:
