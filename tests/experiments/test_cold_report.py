@@ -189,7 +189,9 @@ def test_cli_report_only_with_nothing_finished_is_one_clear_error(
     assert not (grid.output_dir / "results.md").exists()
 
 
-def test_cli_only_trains_a_slice_and_reports_the_whole_grid(tmp_path: Path) -> None:
+def test_cli_only_trains_a_slice_and_reports_the_whole_grid(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from karma.cli import main
 
     grid = _grid(tmp_path)
@@ -203,8 +205,10 @@ def test_cli_only_trains_a_slice_and_reports_the_whole_grid(tmp_path: Path) -> N
         table = [line for line in main_table.splitlines() if line.startswith("| ")]
         return [line.split(" | ")[0].removeprefix("| ") for line in table[1:]]
 
+    caplog.set_level("INFO", logger="karma.experiments.commands")
     assert main(["experiment", str(grid_file), "seeds=[0]", "--only", "b", "--no-progress"]) == 0
     assert rows() == ["a", "b"]  # b and its baseline a
+    assert "--only: also a, which the named runs are compared with" in caplog.text  # said
     assert main(["experiment", str(grid_file), "seeds=[0]", "--only", "c", "--no-progress"]) == 0
     assert rows() == ["a", "b", "c"]  # c trained alone; b, finished by the first slice, stays
     args = ["experiment", str(grid_file), "seeds=[0]", "--only", "c", "--report-only"]

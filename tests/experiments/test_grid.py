@@ -96,6 +96,9 @@ def test_grid_runs_reports_and_skips_finished_cells(
         assert (
             grid.run_dir(grid.runs[[s.name for s in grid.runs].index(r.name)], 0) / "result.json"
         ).is_file()
+    for cell in (grid.run_dir(spec, 0) for spec in grid.runs[2:]):  # the two karma cells
+        assert (cell / "best").is_dir()  # a finished cell keeps its best model ...
+        assert not (cell / "checkpoints").exists()  # ... and drops what only a resume reads
     karma = results[3]
     assert {"sink_mass", "barcode"} <= set(karma.diagnostics)  # LLM runs get attention metrics
     assert "sink_mass" not in results[0].diagnostics  # popularity has no attention
@@ -248,6 +251,7 @@ def test_init_from_names_an_earlier_karma_run_on_the_same_data(tmp_path: Path) -
 
 def test_a_run_starts_from_its_source_cell_once_that_one_finished(tmp_path: Path) -> None:
     grid = _grid(tmp_path)
+    grid.keep_checkpoints = True
     source, warm = grid.runs[2], grid.runs[3]  # action-only, karma
     warm.init_from = source.name
     grid.runs = [grid.runs[0], source, warm]
@@ -263,6 +267,7 @@ def test_a_run_starts_from_its_source_cell_once_that_one_finished(tmp_path: Path
     assert not (grid.run_dir(warm, 0) / "checkpoints").exists()
     again = runner.run_grid(grid, progress=False)
     assert [r.name for r in again] == ["popularity", "action-only", "karma"]
+    assert (grid.run_dir(source, 0) / "checkpoints").is_dir()  # kept when the grid asks
     saved = (grid.run_dir(warm, 0) / "run_config.yaml").read_text()
     assert f"init_from: {grid.run_dir(source, 0).resolve()}" in saved
     # "train min" is the training time the run recorded (summed over resumed sessions)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -89,6 +92,13 @@ def experiment_command(args: argparse.Namespace) -> int:
     from karma.experiments.report import write_report
     from karma.experiments.runner import run_grid
 
+    added = [r.name for r in grid.runs if r.name not in only] if args.only else []
+    if added and not args.report_only:
+        logger.info(
+            "--only: also %s, which the named runs are compared with or start from "
+            "(their unfinished cells train too)",
+            ", ".join(added),
+        )
     # Relative run configs: from the current directory, else next to the grid's configs/ tree.
     # (`select` keeps the same run specs, so resolving the whole grid resolves the slice too.)
     whole.resolve_configs([Path.cwd(), args.grid.resolve().parent.parent.parent])

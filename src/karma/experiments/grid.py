@@ -98,6 +98,10 @@ class GridConfig:
     """per-run training budget applied to karma runs (train.time_budget_minutes); null = configs decide"""
     threads: int | None = None
     """torch CPU threads (null = torch's default)"""
+    keep_checkpoints: bool = False
+    """keep a finished cell's resumable checkpoints (run_dir/checkpoints); by default they are
+    deleted once its result is written (hundreds of MB per LLM cell; its best model stays in best/,
+    which evaluation, diagnostics, export and init_from read)"""
 
     def __post_init__(self) -> None:
         if not self.runs:

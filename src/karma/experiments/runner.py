@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -158,6 +159,8 @@ def run_grid(grid: GridConfig, progress: bool = True, train: bool = True) -> lis
             logger.info("[%d/%d] %s seed %d -> %s", n, total, spec.name, seed, run_dir)
             result = run_one(grid, spec, seed, _open(datasets, data), progress)
             _write_result(result, done)  # the marker appears only once everything succeeded
+            if not grid.keep_checkpoints:
+                drop_checkpoints(run_dir)
             results.append(result)
     if skipped:
         logger.warning(
@@ -168,6 +171,15 @@ def run_grid(grid: GridConfig, progress: bool = True, train: bool = True) -> lis
             ", ".join(skipped),
         )
     return results
+
+
+def drop_checkpoints(run_dir: Path) -> None:
+    """Delete a finished cell's resumable checkpoints (nothing resumes a finished cell; its best
+    model stays in best/)."""
+    checkpoints = run_dir / "checkpoints"
+    if checkpoints.is_dir():
+        shutil.rmtree(checkpoints)
+        logger.info("%s: deleted its checkpoints (keep_checkpoints=false)", run_dir)
 
 
 def _unfinished_source(grid: GridConfig, spec: RunSpec, seed: int) -> str | None:
