@@ -20,7 +20,9 @@ from karma.diagnostics.probes import (
     split_users,
     text_alignment,
     title_log_likelihoods,
+    title_nll,
     title_probe,
+    word_log_probs,
 )
 
 USERS, CATEGORIES, DIM = 300, 5, 16
@@ -169,6 +171,22 @@ def test_title_log_likelihoods_match_the_decoder_pair_by_pair() -> None:
                 logits = decoder(x[u : u + 1], tokens[v : v + 1, : length - 1])[0]
             by_hand = torch.log_softmax(logits, -1).gather(1, tokens[v, 1:length, None]).sum()
             assert table[v, u] == pytest.approx(float(by_hand), abs=1e-5)
+
+
+def testword_log_probs_in_blocks_and_the_pad_free_nll_match_the_full_softmax() -> None:
+    torch.manual_seed(0)
+    decoder = TitleDecoder(embedding_dim=3, vocab_size=9)
+    states, words = torch.randn(5, 96), torch.tensor([4, 0, 8, 2, 5])
+    with torch.no_grad():
+        blocks = word_log_probs(decoder, states, words, rows=2)  # blocks of 2, 2 and 1
+        full = torch.log_softmax(decoder.out(states), -1)[torch.arange(5), words]
+    assert torch.allclose(blocks, full, atol=1e-6)
+    x, tokens = torch.randn(2, 3), torch.tensor([[1, 4, 5, 2, 0], [1, 6, 2, 0, 0]])
+    with torch.no_grad():
+        logits = decoder(x, tokens[:, :-1])  # every position, pads included
+        # the 5 real targets (4 5 2 | 6 2) by hand: mean of -log p over them
+        by_hand = -torch.log_softmax(logits, -1)[[0, 0, 0, 1, 1], [0, 1, 2, 0, 1], [4, 5, 2, 6, 2]]
+        assert float(title_nll(decoder, x, tokens)) == pytest.approx(float(by_hand.mean()))
 
 
 def test_retrieval_auc_by_hand() -> None:

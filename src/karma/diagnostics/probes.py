@@ -228,18 +228,35 @@ class TitleDecoder(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """`embeddings (B, e)`, `tokens (B, T)` -> next-word logits (B, T, vocab)."""
+        return self.out(self.states(embeddings, tokens))
+
+    def states(self, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The GRU's states (B, T, H) after each of `tokens`, started from `tanh(W e_u)`."""
         h0 = torch.tanh(self.init_state(embeddings)).unsqueeze(0)  # (1, B, H)
-        states, _ = self.gru(self.words(tokens), h0)  # (B, T, H)
-        return self.out(states)
+        return self.gru(self.words(tokens), h0)[0]
 
 
-def _title_nll(decoder: TitleDecoder, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Mean next-word negative log-likelihood over the non-pad targets."""
-    logits = decoder(x, tokens[:, :-1])  # (B, T, vocab)
+def title_nll(decoder: TitleDecoder, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Mean next-word negative log-likelihood over the non-pad targets (the vocabulary's logits
+    are computed at those positions alone)."""
     target = tokens[:, 1:]
-    return nn.functional.cross_entropy(
-        logits.flatten(0, 1), target.flatten(), ignore_index=TitleVocabulary.PAD
-    )
+    real = target != TitleVocabulary.PAD
+    states = decoder.states(x, tokens[:, :-1])[real]  # (R, H)
+    return nn.functional.cross_entropy(decoder.out(states), target[real])
+
+
+def word_log_probs(
+    decoder: TitleDecoder, states: torch.Tensor, words: torch.Tensor, rows: int = 1024
+) -> torch.Tensor:
+    """`log p(words[r] | states[r])` (R,), `rows` states at a time: each block's (rows, vocab)
+    logits stay small enough to be read back from cache by the log-sum-exp."""
+    out = torch.empty(len(states))
+    for r0 in range(0, len(states), rows):
+        block = slice(r0, r0 + rows)
+        logits = decoder.out(states[block])  # (rows, vocab)
+        picked = logits.gather(1, words[block, None]).squeeze(1)
+        out[block] = picked - torch.logsumexp(logits, dim=1)
+    return out
 
 
 def _fit_title_decoder(
@@ -259,11 +276,11 @@ def _fit_title_decoder(
         decoder.train()
         for batch in fit[torch.randperm(len(fit), generator=generator)].split(128):
             optimizer.zero_grad()
-            _title_nll(decoder, x[batch], tokens[batch]).backward()
+            title_nll(decoder, x[batch], tokens[batch]).backward()
             optimizer.step()
         decoder.eval()
         with torch.no_grad():
-            nll = float(_title_nll(decoder, x[held], tokens[held]))
+            nll = float(title_nll(decoder, x[held], tokens[held]))
         if nll < best_nll:
             best_nll, best_state = nll, copy.deepcopy(decoder.state_dict())
     decoder.load_state_dict(best_state)
@@ -292,7 +309,7 @@ def title_log_likelihoods(
     decoder.eval()
     users = len(x)
     target = tokens[:, 1:]  # (V, T)
-    real = (target != TitleVocabulary.PAD).float()
+    real = target != TitleVocabulary.PAD
     out = torch.empty(len(tokens), users)
     per_batch = max(1, pairs // max(1, users))  # titles per batch
     with torch.no_grad():
@@ -305,12 +322,12 @@ def title_log_likelihoods(
             states, _ = decoder.gru(
                 words[rows].repeat_interleave(users, 0), h0.repeat(n, 1).unsqueeze(0)
             )  # (n·U, T, H)
-            logits = decoder.out(states)  # (n·U, T, vocab)
-            # log p(w) = logit_w - logsumexp: no (n·U, T, vocab) log-softmax is written out
-            picked = logits.gather(-1, target[rows].repeat_interleave(users, 0).unsqueeze(-1))
-            logp = picked.squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (n·U, T)
-            summed = (logp * real[rows].repeat_interleave(users, 0)).sum(1)
-            out[rows] = summed.view(n, users)
+            keep = real[rows].repeat_interleave(users, 0)  # (n·U, T): the title's own words
+            logp = word_log_probs(
+                decoder, states[keep], target[rows].repeat_interleave(users, 0)[keep]
+            )
+            pair = torch.arange(n * users).repeat_interleave(keep.sum(1))  # each word's pair
+            out[rows] = torch.zeros(n * users).index_add_(0, pair, logp).view(n, users)
     return out
 
 
