@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -31,6 +30,7 @@ from karma.eval.metrics import TargetRanks
 from karma.eval.retriever import Retriever
 from karma.experiments.grid import RESULT_FILE, GridConfig, RunSpec
 from karma.runs import Task, load_retriever, open_run, recipe_for
+from karma.train.checkpoint import delete_checkpoints
 from karma.train.lock import RunDirInUse, RunDirLock
 
 logger = logging.getLogger(__name__)
@@ -159,8 +159,9 @@ def run_grid(grid: GridConfig, progress: bool = True, train: bool = True) -> lis
             logger.info("[%d/%d] %s seed %d -> %s", n, total, spec.name, seed, run_dir)
             result = run_one(grid, spec, seed, _open(datasets, data), progress)
             _write_result(result, done)  # the marker appears only once everything succeeded
-            if not grid.keep_checkpoints:
-                drop_checkpoints(run_dir)
+            # nothing resumes a finished cell; its best model stays in best/
+            if not grid.keep_checkpoints and delete_checkpoints(run_dir):
+                logger.info("%s: deleted its checkpoints (keep_checkpoints: false)", run_dir)
             results.append(result)
     if skipped:
         logger.warning(
@@ -171,15 +172,6 @@ def run_grid(grid: GridConfig, progress: bool = True, train: bool = True) -> lis
             ", ".join(skipped),
         )
     return results
-
-
-def drop_checkpoints(run_dir: Path) -> None:
-    """Delete a finished cell's resumable checkpoints (nothing resumes a finished cell; its best
-    model stays in best/)."""
-    checkpoints = run_dir / "checkpoints"
-    if checkpoints.is_dir():
-        shutil.rmtree(checkpoints)
-        logger.info("%s: deleted its checkpoints (keep_checkpoints=false)", run_dir)
 
 
 def _unfinished_source(grid: GridConfig, spec: RunSpec, seed: int) -> str | None:

@@ -89,6 +89,16 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
+def delete_checkpoints(run_dir: Path) -> bool:
+    """Delete every resumable checkpoint of `run_dir` (for a finished run: its best model stays
+    in best/); True when there were any."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return False
+    shutil.rmtree(root)
+    return True
+
+
 def _storable(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """CPU, contiguous tensors; a tensor sharing storage with an earlier one (tied weights) is copied,
     because safetensors refuses shared storage."""
