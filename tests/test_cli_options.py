@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import typing
 from pathlib import Path
@@ -76,3 +77,36 @@ def test_serve_and_index_options_come_from_their_config(command: str, cls: type)
         assert re.sub(r"\s+", " ", field_docs(cls)[f.name]) in text, f.name
     args = build_parser().parse_args([command, "ARTIFACT"])
     assert cls(**{name: getattr(args, name) for name in args.config_fields}) == cls()
+
+
+def test_no_progress_hides_the_libraries_bars_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers draws its own "Loading weights" bar; `--no-progress` must hide it as well."""
+    from transformers.utils import logging as hf_logging
+
+    from karma.cli import main
+
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")  # so that teardown restores its absence
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
+    assert hf_logging.is_progress_bar_enabled()
+    try:  # the handler then fails on the missing file: the flag is applied before it runs
+        assert main(["experiment", str(tmp_path / "missing.yaml"), "--no-progress"]) == 2
+        assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+        assert not hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.enable_progress_bar()
+
+
+def test_progress_bars_stay_without_the_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformers.utils import logging as hf_logging
+
+    from karma.cli import main
+
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")  # so that teardown restores its absence
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
+    assert main(["experiment", str(tmp_path / "missing.yaml")]) == 2
+    assert "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ
+    assert hf_logging.is_progress_bar_enabled()

@@ -47,6 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_library_progress_bars() -> None:
+    """`--no-progress` hides the libraries' bars too (transformers' "Loading weights", a hub
+    download), which would otherwise fill a grid's log. Both libraries read the variable when first
+    imported, which the handlers do later; one already imported is told directly."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -55,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if getattr(args, "no_progress", False):
+        quiet_library_progress_bars()
     handler = getattr(args, "func", None)
     if handler is None:
         parser.print_help()
