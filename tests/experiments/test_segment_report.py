@@ -17,6 +17,7 @@ from karma.experiments.report import (
     history_segments,
     paired_delta,
     results_markdown,
+    seed_markdown,
     segment_markdown,
     target_segments,
     write_report,
@@ -128,7 +129,7 @@ def test_exposure_columns_need_every_seed(tmp_path: Path) -> None:
         RunResult("b", 0, {"hr@10": 0.0, "tail_share@10": 0.5}, list(USERS), ranks),
         RunResult("b", 1, {"hr@10": 0.0}, list(USERS), ranks),
     ]  # evaluated before they existed
-    table = results_markdown(grid, a + b)
+    table = results_markdown(grid, a + b).split("\n## ")[0]  # the main table, not the others
     header = next(line for line in table.splitlines() if line.startswith("| run"))
     assert "tail_share@10" in header and "coverage@10" not in header  # no run has coverage
     column = header.split(" | ").index("tail_share@10")
@@ -140,3 +141,31 @@ def test_exposure_columns_need_every_seed(tmp_path: Path) -> None:
     assert cells == {"| a": "0.500 ± 0.354", "| b": "–"}  # b: one seed of two has it
     plain = results_markdown(grid, [_result("a", [0, 0, 0, 0]), _result("b", [0, 0, 0, 0])])
     assert "tail_share" not in next(x for x in plain.splitlines() if x.startswith("| run"))
+
+
+def test_seed_table_by_hand(tmp_path: Path) -> None:
+    grid = _grid(tmp_path)
+    # HR@10 per user: a 1, 0, 1, 0 on seeds 0 and 1; b seed 0: 1, 1, 0, 0 (Δ 0), seed 1: 1, 1, 1, 1
+    # (Δ +0.5, no user loses), seed 2: b alone. HR@200: a 1, 1, 1, 0 on both seeds; b seed 0:
+    # 1, 1, 1, 0 (Δ 0), seed 1: all 1 (Δ +0.25).
+    a_ranks = _result("a", [0, 20, 0, 300]).ranks
+    a = [RunResult("a", seed, {"hr@10": 0.0}, list(USERS), a_ranks) for seed in (0, 1)]
+    b = [
+        RunResult("b", seed, {"hr@10": 0.0}, list(USERS), _result("b", greater).ranks)
+        for seed, greater in ((0, [0, 0, 50, 300]), (1, [0, 0, 0, 0]), (2, [0, 0, 0, 0]))
+    ]
+    lines = seed_markdown(grid, {"a": a, "b": b}).strip().splitlines()
+    assert lines[0] == "## By seed: does the difference replicate?"
+    assert lines[-3] == (
+        "| run | baseline | seed 0 Δhr@10 [95% CI] | seed 0 Δhr@200 [95% CI] "
+        "| seed 1 Δhr@10 [95% CI] | seed 1 Δhr@200 [95% CI] |"
+    )  # seed 2 is b's alone: no column
+    cells = [c.strip() for c in lines[-1].strip("|").split("|")]
+    assert cells[:2] == ["b", "a"]
+    assert cells[2].startswith("+0.0000 [") and not cells[2].endswith("*")
+    assert cells[3] == "+0.0000 [+0.0000, +0.0000]"
+    assert cells[4].startswith("+0.5000 [+")  # no user loses: the CI's low end is >= 0
+    assert cells[5].startswith("+0.2500 [")
+    assert not any(line.startswith("| a |") for line in lines)  # not vs itself
+    assert seed_markdown(grid, {"a": a[:1], "b": b[:1]}) == ""  # one shared seed: nothing new
+    assert "## By seed" in results_markdown(grid, a + b)

@@ -149,7 +149,7 @@ def results_markdown(
     if search:
         lines += ["", *search_caption(grid, by_run, rec, search)]
         lines += _run_table(grid, search, by_run, diag_cols, adherence=True)
-    tables = cold_only_markdown(grid, by_run)
+    tables = seed_markdown(grid, by_run) + cold_only_markdown(grid, by_run)
     if segments:
         tables += segment_markdown(grid, by_run, segments)
         tables += segment_markdown(grid, by_run, segments, HISTORY_SEGMENTS)
@@ -352,6 +352,42 @@ def segment_markdown(
             cells.append(str(paired))
             for m in PAIRED_METRICS:
                 cells.append(_delta_cell(baseline, runs, m, grid.bootstrap, users=users))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def seed_markdown(grid: GridConfig, by_run: dict[str, list[RunResult]]) -> str:
+    """Each run's paired Δ against its baseline seed by seed: does a pooled difference hold on
+    every seed, or does one seed carry it? Empty unless some run shares two or more seeds with its
+    baseline (one seed would repeat the main table)."""
+
+    def shared(spec: RunSpec) -> list[int]:
+        base = {r.seed for r in by_run.get(grid.baseline_of(spec), [])}
+        return sorted({r.seed for r in by_run.get(spec.name, [])} & base)
+
+    rows = [s for s in grid.runs if s.name != grid.baseline_of(s) and len(shared(s)) > 1]
+    if not rows:
+        return ""
+    seeds = sorted({seed for s in rows for seed in shared(s)})
+    header = ["run", "baseline"]
+    header += [f"seed {seed} Δ{m} [95% CI]" for seed in seeds for m in PAIRED_METRICS]
+    lines = [
+        "",
+        "## By seed: does the difference replicate?",
+        "",
+        "Δ paired per user against the run's baseline within each seed alone (the main table "
+        "pools the seeds); empty where one of the two lacks the seed.",
+        "",
+        *_table_head(header),
+    ]
+    for spec in rows:
+        base_name = grid.baseline_of(spec)
+        cells = [spec.name, base_name]
+        for seed in seeds:
+            runs = [r for r in by_run[spec.name] if r.seed == seed]
+            baseline = [r for r in by_run[base_name] if r.seed == seed]
+            for m in PAIRED_METRICS:
+                cells.append(_delta_cell(baseline, runs, m, grid.bootstrap) if runs else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
