@@ -36,6 +36,8 @@ from torch import nn
 from karma.errors import KarmaError
 from karma.objectives.base import Stage
 
+CHECKPOINTS_DIR = "checkpoints"
+"""a run directory's resumable checkpoints, one `step_XXXXXXX` folder each"""
 MODEL_FILE = "model.safetensors"
 TRAINING_STATE_FILE = "training_state.pt"
 TRAINER_STATE_FILE = "trainer_state.json"
@@ -77,7 +79,7 @@ def step_dir_name(step: int) -> str:
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoints of `run_dir`, oldest first."""
-    root = Path(run_dir) / "checkpoints"
+    root = Path(run_dir) / CHECKPOINTS_DIR
     if not root.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))]
@@ -92,7 +94,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 def delete_checkpoints(run_dir: Path) -> bool:
     """Delete every resumable checkpoint of `run_dir` (for a finished run: its best model stays
     in best/); True when there were any."""
-    root = Path(run_dir) / "checkpoints"
+    root = Path(run_dir) / CHECKPOINTS_DIR
     if not root.is_dir():
         return False
     shutil.rmtree(root)
@@ -270,7 +272,7 @@ def save_checkpoint(
     keep: int,
 ) -> Path:
     """Write checkpoint `run_dir/checkpoints/step_XXXXXXX` atomically and prune to the last `keep`."""
-    root = Path(run_dir) / "checkpoints"
+    root = Path(run_dir) / CHECKPOINTS_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_dir_name(state.step)
     tmp = root / f".tmp_{final.name}"

@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 from karma.errors import ConfigError, KarmaError
 from karma.objectives.base import Stage
 from karma.train.checkpoint import (
+    CHECKPOINTS_DIR,
     TrainerState,
     latest_checkpoint,
     load_checkpoint,
@@ -578,7 +579,7 @@ class Trainer:
         """Write a resumable checkpoint of the current step (main process; others wait)."""
         self.state.train_seconds = self._train_seconds()
         model_state = self._model_state()
-        path = self.run_dir / "checkpoints"
+        path = self.run_dir / CHECKPOINTS_DIR
         if self.is_main:
             training_state = {
                 "optimizer": optimizer.state_dict(),
