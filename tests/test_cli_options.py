@@ -79,34 +79,44 @@ def test_serve_and_index_options_come_from_their_config(command: str, cls: type)
     assert cls(**{name: getattr(args, name) for name in args.config_fields}) == cls()
 
 
-def test_no_progress_hides_the_libraries_bars_too(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def bars_on(monkeypatch: pytest.MonkeyPatch) -> typing.Iterator[None]:
+    """The libraries' progress bars on and the variable unset, as in a fresh process (another
+    test's `--no-progress` may have turned them off), and put back as they were afterwards."""
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    were_on = hf_logging.is_progress_bar_enabled(), not hub_utils.are_progress_bars_disabled()
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")  # so that teardown restores its absence
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
+    hf_logging.enable_progress_bar()
+    hub_utils.enable_progress_bars()
+    yield
+    (hf_logging.enable_progress_bar if were_on[0] else hf_logging.disable_progress_bar)()
+    (hub_utils.enable_progress_bars if were_on[1] else hub_utils.disable_progress_bars)()
+
+
+@pytest.mark.usefixtures("bars_on")
+def test_no_progress_hides_the_libraries_bars_too(tmp_path: Path) -> None:
     """transformers draws its own "Loading weights" bar; `--no-progress` must hide it as well."""
+    from huggingface_hub import utils as hub_utils
     from transformers.utils import logging as hf_logging
 
     from karma.cli import main
 
-    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")  # so that teardown restores its absence
-    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
-    assert hf_logging.is_progress_bar_enabled()
-    try:  # the handler then fails on the missing file: the flag is applied before it runs
-        assert main(["experiment", str(tmp_path / "missing.yaml"), "--no-progress"]) == 2
-        assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
-        assert not hf_logging.is_progress_bar_enabled()
-    finally:
-        hf_logging.enable_progress_bar()
+    # the handler then fails on the missing file: the flag is applied before it runs
+    assert main(["experiment", str(tmp_path / "missing.yaml"), "--no-progress"]) == 2
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    assert not hf_logging.is_progress_bar_enabled()
+    assert hub_utils.are_progress_bars_disabled()
 
 
-def test_progress_bars_stay_without_the_flag(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("bars_on")
+def test_progress_bars_stay_without_the_flag(tmp_path: Path) -> None:
     from transformers.utils import logging as hf_logging
 
     from karma.cli import main
 
-    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")  # so that teardown restores its absence
-    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
     assert main(["experiment", str(tmp_path / "missing.yaml")]) == 2
     assert "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ
     assert hf_logging.is_progress_bar_enabled()
