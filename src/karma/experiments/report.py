@@ -361,14 +361,19 @@ def seed_markdown(grid: GridConfig, by_run: dict[str, list[RunResult]]) -> str:
     every seed, or does one seed carry it? Empty unless some run shares two or more seeds with its
     baseline (one seed would repeat the main table)."""
 
-    def shared(spec: RunSpec) -> list[int]:
-        base = {r.seed for r in by_run.get(grid.baseline_of(spec), [])}
-        return sorted({r.seed for r in by_run.get(spec.name, [])} & base)
+    def seeds_of(name: str) -> set[int]:
+        return {r.seed for r in by_run.get(name, [])}
 
-    rows = [s for s in grid.runs if s.name != grid.baseline_of(s) and len(shared(s)) > 1]
+    shared = {  # run -> the seeds it shares with its baseline, where there are two or more
+        s.name: both
+        for s in grid.runs
+        if s.name != grid.baseline_of(s)
+        and len(both := seeds_of(s.name) & seeds_of(grid.baseline_of(s))) > 1
+    }
+    rows = [s for s in grid.runs if s.name in shared]
     if not rows:
         return ""
-    seeds = sorted({seed for s in rows for seed in shared(s)})
+    seeds = sorted(set().union(*shared.values()))
     header = ["run", "baseline"]
     header += [f"seed {seed} Δ{m} [95% CI]" for seed in seeds for m in PAIRED_METRICS]
     lines = [
@@ -387,7 +392,7 @@ def seed_markdown(grid: GridConfig, by_run: dict[str, list[RunResult]]) -> str:
             runs = [r for r in by_run[spec.name] if r.seed == seed]
             baseline = [r for r in by_run[base_name] if r.seed == seed]
             for m in PAIRED_METRICS:
-                cells.append(_delta_cell(baseline, runs, m, grid.bootstrap) if runs else "")
+                cells.append(_delta_cell(baseline, runs, m, grid.bootstrap))  # "" if one lacks it
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
